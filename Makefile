@@ -1,0 +1,54 @@
+# Every target bootstraps .venv (and node_modules for buf) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+STAMP := $(VENV)/.installed
+
+.PHONY: run test gen lint check-gen bench migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $(BUF)
+
+## run: start the server on the embedded default (SQLite, in-process Huey workers)
+run: $(STAMP)
+	$(PY) -m server
+
+## test: the whole test suite (PostgreSQL and Redis on 127.0.0.1 are used when up)
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## gen: regenerate gen/ from protos/
+gen: $(STAMP)
+	$(PY) scripts/protos.py gen
+
+## check-gen: fail when gen/ is stale
+check-gen: gen
+	git diff --exit-code --stat -- gen
+	test -z "$$(git status --porcelain -- gen)"
+
+## lint: ruff, mypy, buf lint, generated-code freshness
+lint: $(STAMP) $(BUF) check-gen
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) scripts/protos.py image build/stride.binpb
+	$(BUF) lint build/stride.binpb --path stride/v1
+
+## bench: throughput benchmarks (ratios against a bare baseline in the same run)
+bench: $(STAMP)
+	$(PY) -m bench
+
+## migrate: apply database migrations to STRIDE_DATABASE_URL
+migrate: $(STAMP)
+	$(PY) -m storage.migrate upgrade
+
+clean:
+	rm -rf $(VENV) node_modules build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,141 @@
+"""One settings object for server, workers and tools, read from STRIDE_* variables and .env."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "STRIDE_"
+
+
+class SettingsError(Exception):
+    """Raised with a message naming each bad variable."""
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must look like HOST:PORT with a port from 0 to 65535")
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Server
+    listen_address: str = "127.0.0.1:50051"
+    metrics_address: str | None = "127.0.0.1:9464"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # Storage
+    data_dir: Path = Path(".stride-data")
+    database_url: SecretStr | None = None
+    database_replica_urls: list[SecretStr] = Field(default_factory=list)
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=30, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    db_pool_pre_ping: bool = True
+    db_connect_attempts: int = Field(default=8, ge=1)
+    db_executor_threads: int = Field(default=32, ge=1)
+    auto_migrate: bool | None = None
+
+    # Queue and cache
+    redis_url: SecretStr | None = None
+    huey_workers: int = Field(default=2, ge=1)
+
+    # Secrets
+    secret_key: SecretStr | None = None
+
+    # API behaviour
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    sample_chunk_size: int = Field(default=1000, ge=1, le=10000)
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _host_port(value)
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _check_metrics(cls, value: str | None) -> str | None:
+        return None if value in (None, "", "off") else _host_port(value)
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "://" not in value.get_secret_value():
+            raise ValueError("must be a URL such as postgresql+psycopg://user@host/db")
+        return value
+
+    @model_validator(mode="after")
+    def _check_page_sizes(self) -> Settings:
+        if self.default_page_size > self.max_page_size:
+            raise ValueError("STRIDE_DEFAULT_PAGE_SIZE must not exceed STRIDE_MAX_PAGE_SIZE")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """No external database configured: SQLite, SQLite-backed Huey, in-process workers."""
+        return self.database_url is None
+
+    @property
+    def primary_database_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'stride.db').resolve()}"
+
+    @property
+    def replica_database_urls(self) -> list[str]:
+        return [url.get_secret_value() for url in self.database_replica_urls]
+
+    @property
+    def should_migrate_at_startup(self) -> bool:
+        return self.embedded if self.auto_migrate is None else self.auto_migrate
+
+    @cached_property
+    def signing_key(self) -> bytes:
+        """Key for page tokens; generated once into the data directory when not configured."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        return read_or_create_secret(self.data_dir / "secret_key")
+
+
+def read_or_create_secret(path: Path) -> bytes:
+    """A random secret kept in a file only its owner can read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    value = secrets.token_urlsafe(32).encode()
+    with os.fdopen(fd, "wb") as file:
+        file.write(value)
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Validate the environment; a SettingsError names every bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = ENV_PREFIX + field.upper() if field else "settings"
+            lines.append(f"{name}: {error['msg']}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,76 @@
+"""Athletes: their profile fields and the rules those fields obey."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from domain.errors import Violations
+from domain.validation import check_number, check_text, check_time_zone
+
+
+class Sex(StrEnum):
+    UNSPECIFIED = ""
+    FEMALE = "F"
+    MALE = "M"
+
+
+class StravaState(StrEnum):
+    NOT_CONNECTED = "not_connected"
+    CONNECTED = "connected"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class AthleteProfile:
+    """The fields a caller may set."""
+
+    display_name: str
+    time_zone: str
+    birth_date: dt.date | None = None
+    sex: Sex = Sex.UNSPECIFIED
+    weight_kg: float | None = None
+    max_heart_rate_bpm: int | None = None
+    resting_heart_rate_bpm: int | None = None
+
+
+PROFILE_FIELDS: tuple[str, ...] = tuple(AthleteProfile.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class Athlete:
+    id: str
+    profile: AthleteProfile
+    strava_state: StravaState
+    create_time: dt.datetime
+    update_time: dt.datetime
+
+
+def validate_profile(
+    profile: AthleteProfile, violations: Violations, prefix: str, today: dt.date
+) -> None:
+    """Check every field of a profile, reporting paths as `{prefix}.{field}`."""
+    check_text(
+        violations, f"{prefix}.display_name", profile.display_name, max_length=200, required=True
+    )
+    check_time_zone(violations, f"{prefix}.time_zone", profile.time_zone, required=True)
+    if profile.birth_date is not None and not dt.date(1900, 1, 1) <= profile.birth_date <= today:
+        violations.add(f"{prefix}.birth_date", "must be a real date between 1900-01-01 and today")
+    check_number(violations, f"{prefix}.weight_kg", profile.weight_kg, minimum=1, maximum=500)
+    check_number(
+        violations, f"{prefix}.max_heart_rate_bpm", profile.max_heart_rate_bpm,
+        minimum=60, maximum=260,
+    )
+    check_number(
+        violations, f"{prefix}.resting_heart_rate_bpm", profile.resting_heart_rate_bpm,
+        minimum=20, maximum=150,
+    )
+    if (
+        profile.max_heart_rate_bpm is not None
+        and profile.resting_heart_rate_bpm is not None
+        and profile.resting_heart_rate_bpm >= profile.max_heart_rate_bpm
+    ):
+        violations.add(
+            f"{prefix}.resting_heart_rate_bpm", "must be below max_heart_rate_bpm"
+        )

@@ -1,0 +1,45 @@
+"""Resource names (AIP-122): parsing and formatting, with violations that name the field."""
+
+from __future__ import annotations
+
+import re
+
+from domain.errors import InvalidArgument, Violations
+
+_ID = r"[a-z0-9][a-z0-9-]{0,62}"
+_ATHLETE = re.compile(rf"athletes/({_ID})")
+_ACTIVITY = re.compile(rf"athletes/({_ID})/activities/({_ID})")
+
+
+def athlete_name(athlete_id: str) -> str:
+    return f"athletes/{athlete_id}"
+
+
+def activity_name(athlete_id: str, activity_id: str) -> str:
+    return f"athletes/{athlete_id}/activities/{activity_id}"
+
+
+def parse_athlete(name: str, field: str, violations: Violations | None = None) -> str:
+    """The athlete id in `athletes/{athlete}`."""
+    match = _ATHLETE.fullmatch(name)
+    if match:
+        return match.group(1)
+    _reject(name, field, "athletes/{athlete}", violations)
+    return ""
+
+
+def parse_activity(name: str, field: str, violations: Violations | None = None) -> tuple[str, str]:
+    """(athlete id, activity id) in `athletes/{athlete}/activities/{activity}`."""
+    match = _ACTIVITY.fullmatch(name)
+    if match:
+        return match.group(1), match.group(2)
+    _reject(name, field, "athletes/{athlete}/activities/{activity}", violations)
+    return "", ""
+
+
+def _reject(name: str, field: str, pattern: str, violations: Violations | None) -> None:
+    problem = "is required" if not name else f"must match {pattern}"
+    target = violations if violations is not None else Violations()
+    target.add(field, problem)
+    if violations is None:
+        raise InvalidArgument(target.items)

@@ -1,0 +1,153 @@
+"""The composition root: builds storage, services, servicers and the gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from stride.v1 import (
+    activity_pb2,
+    activity_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    analytics_pb2,
+    analytics_pb2_grpc,
+    athlete_pb2,
+    athlete_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+
+from core.settings import Settings
+from domain.pagination import PageTokens
+from server import reflection
+from server.blocking import BlockingRunner
+from server.interceptors.errors import ErrorInterceptor
+from server.metrics import MetricsEndpoint
+from server.servicers.activities import ActivityServicer
+from server.servicers.athletes import AthleteServicer
+from services.activities import ActivityService
+from services.athletes import AthleteService
+from services.paging import Paging
+from storage import migrate
+from storage.database import Database, PoolOptions
+from tasks.queue import InProcessWorkers, make_huey
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = tuple(
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in (
+        (athlete_pb2, "AthleteService"),
+        (activity_pb2, "ActivityService"),
+        (analytics_pb2, "AnalyticsService"),
+        (sync_pb2, "SyncService"),
+        (admin_pb2, "AdminService"),
+    )
+)
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    database: Database
+    runner: BlockingRunner
+    metrics: MetricsEndpoint | None
+    workers: InProcessWorkers | None
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls, let in-flight ones finish within `grace`, release resources."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self.workers is not None:
+            await asyncio.to_thread(self.workers.stop)
+        await asyncio.to_thread(self.runner.shutdown)
+        self.database.dispose()
+        if self.metrics is not None:
+            self.metrics.close()
+        log.info("server stopped")
+
+
+def build_database(settings: Settings) -> Database:
+    pool = PoolOptions(
+        size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        timeout_seconds=settings.db_pool_timeout_seconds,
+        recycle_seconds=settings.db_pool_recycle_seconds,
+        pre_ping=settings.db_pool_pre_ping,
+    )
+    return Database(settings.primary_database_url, settings.replica_database_urls, pool)
+
+
+async def start(settings: Settings) -> RunningServer:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = build_database(settings)
+    await asyncio.to_thread(database.wait_until_reachable, settings.db_connect_attempts)
+    if settings.should_migrate_at_startup:
+        await asyncio.to_thread(migrate.upgrade, database.primary)
+
+    runner = BlockingRunner(settings.db_executor_threads)
+    paging = Paging(PageTokens(settings.signing_key), settings.default_page_size,
+                    settings.max_page_size)
+
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[("grpc.so_reuseport", 1)],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    athlete_pb2_grpc.add_AthleteServiceServicer_to_server(
+        AthleteServicer(AthleteService(database, paging), runner), server
+    )
+    activity_pb2_grpc.add_ActivityServiceServicer_to_server(
+        ActivityServicer(ActivityService(database, paging), runner, settings.sample_chunk_size),
+        server,
+    )
+    # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+        analytics_pb2_grpc.AnalyticsServiceServicer(), server
+    )
+    sync_pb2_grpc.add_SyncServiceServicer_to_server(sync_pb2_grpc.SyncServiceServicer(), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_pb2_grpc.AdminServiceServicer(), server)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable(server, [*SERVICE_NAMES, health.SERVICE_NAME])
+
+    port = server.add_insecure_port(settings.listen_address)
+    await server.start()
+
+    workers = None
+    if settings.embedded:
+        workers = InProcessWorkers(make_huey(settings), settings.huey_workers)
+        workers.start()
+    metrics = MetricsEndpoint(settings.metrics_address) if settings.metrics_address else None
+
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = settings.listen_address.rpartition(":")[0]
+    log.info(
+        "server started",
+        address=f"{host}:{port}",
+        port=port,
+        metrics_port=metrics.port if metrics else None,
+        database=database.primary.url.render_as_string(hide_password=True),
+    )
+    return RunningServer(server, port, health_servicer, database, runner, metrics, workers)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
+    await running.stop(settings.shutdown_grace_seconds)

@@ -1,0 +1,73 @@
+"""stride.v1.Athlete <-> domain athletes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stride.v1 import athlete_pb2, common_pb2
+
+from domain import names
+from domain.athletes import PROFILE_FIELDS, Athlete, AthleteProfile, Sex, StravaState
+from domain.errors import Violations
+from server.convert.common import (
+    date_to_domain,
+    date_to_proto,
+    datetime_to_timestamp,
+)
+
+SEX_TO_PROTO = {
+    Sex.UNSPECIFIED: common_pb2.SEX_UNSPECIFIED,
+    Sex.FEMALE: common_pb2.SEX_FEMALE,
+    Sex.MALE: common_pb2.SEX_MALE,
+}
+SEX_FROM_PROTO = {value: key for key, value in SEX_TO_PROTO.items()}
+
+STRAVA_STATE_TO_PROTO = {
+    StravaState.NOT_CONNECTED: athlete_pb2.STRAVA_CONNECTION_STATE_NOT_CONNECTED,
+    StravaState.CONNECTED: athlete_pb2.STRAVA_CONNECTION_STATE_CONNECTED,
+    StravaState.REVOKED: athlete_pb2.STRAVA_CONNECTION_STATE_REVOKED,
+}
+
+OUTPUT_ONLY = ("name", "strava_connection_state", "create_time", "update_time")
+
+
+def profile_values(
+    message: athlete_pb2.Athlete, fields: tuple[str, ...] | list[str], violations: Violations
+) -> dict[str, Any]:
+    """Domain values for the named profile fields of an Athlete message."""
+    values: dict[str, Any] = {}
+    for field in fields:
+        path = f"athlete.{field}"
+        if field == "birth_date":
+            values[field] = date_to_domain(message.birth_date, path, violations)
+        elif field == "sex":
+            if message.sex not in SEX_FROM_PROTO:
+                violations.add(path, "must be a known Sex value")
+            values[field] = SEX_FROM_PROTO.get(message.sex, Sex.UNSPECIFIED)
+        elif field in ("weight_kg", "max_heart_rate_bpm", "resting_heart_rate_bpm"):
+            values[field] = getattr(message, field) if message.HasField(field) else None
+        else:
+            values[field] = getattr(message, field)
+    return values
+
+
+def profile_from_proto(message: athlete_pb2.Athlete, violations: Violations) -> AthleteProfile:
+    return AthleteProfile(**profile_values(message, PROFILE_FIELDS, violations))
+
+
+def athlete_to_proto(athlete: Athlete) -> athlete_pb2.Athlete:
+    p = athlete.profile
+    message = athlete_pb2.Athlete(
+        name=names.athlete_name(athlete.id),
+        display_name=p.display_name,
+        birth_date=date_to_proto(p.birth_date),
+        sex=SEX_TO_PROTO[p.sex],
+        time_zone=p.time_zone,
+        weight_kg=p.weight_kg,
+        max_heart_rate_bpm=p.max_heart_rate_bpm,
+        resting_heart_rate_bpm=p.resting_heart_rate_bpm,
+        strava_connection_state=STRAVA_STATE_TO_PROTO[athlete.strava_state],
+        create_time=datetime_to_timestamp(athlete.create_time),
+        update_time=datetime_to_timestamp(athlete.update_time),
+    )
+    return message

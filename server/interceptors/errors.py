@@ -1,0 +1,58 @@
+"""Turns exceptions from any handler, unary or streaming, into rich statuses."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_interceptor.server import AsyncServerInterceptor
+
+from server import errors
+
+log = structlog.get_logger(__name__)
+
+
+class ErrorInterceptor(AsyncServerInterceptor):  # type: ignore[misc]
+    async def intercept(
+        self,
+        method: Callable[..., Any],
+        request_or_iterator: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> Any:
+        try:
+            result = method(request_or_iterator, context)
+            if hasattr(result, "__aiter__"):
+                return self._stream(result, context, method_name)
+            return await result
+        except Exception as exc:
+            await _abort(exc, context, method_name)
+
+    async def _stream(
+        self,
+        responses: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext[Any, Any],
+        method_name: str,
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in responses:
+                yield response
+        except Exception as exc:
+            await _abort(exc, context, method_name)
+
+
+async def _abort(
+    exc: Exception, context: grpc.aio.ServicerContext[Any, Any], method_name: str
+) -> None:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc
+    rpc_error = errors.from_exception(exc, method_name)
+    if rpc_error is None:
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        log.exception("unhandled error", method=method_name)
+        rpc_error = errors.internal(request_id)
+    await context.abort(
+        rpc_error.code, rpc_error.message, trailing_metadata=rpc_error.trailing_metadata()
+    )

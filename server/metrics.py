@@ -1,0 +1,19 @@
+"""Prometheus metrics over HTTP on their own address."""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import start_http_server
+
+
+class MetricsEndpoint:
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+        self._server: WSGIServer = server
+        self.port: int = server.server_port
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

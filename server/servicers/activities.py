@@ -1,0 +1,151 @@
+"""ActivityService: protobuf <-> domain translation around services.activities."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from stride.v1 import activity_pb2, activity_pb2_grpc
+
+from domain import names
+from domain.activities import EDITABLE_FIELDS, ActivityFilter, SampleQuery
+from domain.errors import Violations
+from server.blocking import BlockingRunner
+from server.convert import activities as convert
+from server.convert.common import fields_to_update, timestamp_to_datetime
+from services.activities import ActivityService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_CHUNK_SIZE = 10_000
+
+
+class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
+    def __init__(self, activities: ActivityService, run: BlockingRunner, chunk_size: int) -> None:
+        self._activities = activities
+        self._run = run
+        self._chunk_size = chunk_size
+
+    async def CreateActivity(
+        self, request: activity_pb2.CreateActivityRequest, context: Context
+    ) -> activity_pb2.Activity:
+        violations = Violations()
+        athlete_id = names.parse_athlete(request.parent, "parent", violations)
+        parsed = convert.new_activity_from_proto(request.activity, violations)
+        violations.raise_if_any()
+        assert parsed is not None
+        edit, measurements = parsed
+        activity = await self._run(
+            self._activities.create_manual, athlete_id, edit, measurements, request.request_id
+        )
+        return convert.activity_to_proto(activity)
+
+    async def GetActivity(
+        self, request: activity_pb2.GetActivityRequest, context: Context
+    ) -> activity_pb2.Activity:
+        athlete_id, activity_id = names.parse_activity(request.name, "name")
+        activity = await self._run(self._activities.get, athlete_id, activity_id)
+        return convert.activity_to_proto(activity)
+
+    async def UpdateActivity(
+        self, request: activity_pb2.UpdateActivityRequest, context: Context
+    ) -> activity_pb2.Activity:
+        violations = Violations()
+        athlete_id, activity_id = names.parse_activity(
+            request.activity.name, "activity.name", violations
+        )
+        fields = fields_to_update(
+            request.activity,
+            request.update_mask if request.HasField("update_mask") else None,
+            mutable=EDITABLE_FIELDS,
+            immutable=convert.IMMUTABLE,
+            output_only=convert.OUTPUT_ONLY,
+            violations=violations,
+        )
+        changes = convert.edit_values(request.activity, fields, violations)
+        violations.raise_if_any()
+        activity = await self._run(self._activities.update, athlete_id, activity_id, changes)
+        return convert.activity_to_proto(activity)
+
+    async def DeleteActivity(
+        self, request: activity_pb2.DeleteActivityRequest, context: Context
+    ) -> empty_pb2.Empty:
+        athlete_id, activity_id = names.parse_activity(request.name, "name")
+        await self._run(self._activities.delete, athlete_id, activity_id)
+        return empty_pb2.Empty()
+
+    async def ListActivities(
+        self, request: activity_pb2.ListActivitiesRequest, context: Context
+    ) -> activity_pb2.ListActivitiesResponse:
+        violations = Violations()
+        athlete_id = names.parse_athlete(request.parent, "parent", violations)
+        where = ActivityFilter(
+            start_from=(
+                timestamp_to_datetime(request.start_time_from, "start_time_from", violations)
+                if request.HasField("start_time_from")
+                else None
+            ),
+            start_to=(
+                timestamp_to_datetime(request.start_time_to, "start_time_to", violations)
+                if request.HasField("start_time_to")
+                else None
+            ),
+            sport_types=tuple(
+                sorted(
+                    {
+                        convert.sport_type_from_proto(value, f"sport_types[{i}]", violations)
+                        for i, value in enumerate(request.sport_types)
+                    }
+                )
+            ),
+            descending=request.descending,
+        )
+        violations.raise_if_any()
+        activities, token = await self._run(
+            self._activities.list, athlete_id, where, request.page_size, request.page_token
+        )
+        return activity_pb2.ListActivitiesResponse(
+            activities=[convert.activity_to_proto(a) for a in activities], next_page_token=token
+        )
+
+    async def StreamActivitySamples(
+        self, request: activity_pb2.StreamActivitySamplesRequest, context: Context
+    ) -> AsyncIterator[activity_pb2.StreamActivitySamplesResponse]:
+        violations = Violations()
+        athlete_id, activity_id = names.parse_activity(request.name, "name", violations)
+        query = _sample_query(request, self._chunk_size, violations)
+        violations.raise_if_any()
+        await self._run(self._activities.check_readable, athlete_id, activity_id)
+        after = None
+        while True:
+            chunk = await self._run(
+                self._activities.samples_after, activity_id, after, query.chunk_size
+            )
+            if chunk:
+                yield activity_pb2.StreamActivitySamplesResponse(
+                    samples=[convert.sample_to_proto(s, query.channels) for s in chunk]
+                )
+            if len(chunk) < query.chunk_size:
+                return
+            after = chunk[-1].time
+
+
+def _sample_query(
+    request: activity_pb2.StreamActivitySamplesRequest, default_chunk: int, violations: Violations
+) -> SampleQuery:
+    query = SampleQuery(chunk_size=default_chunk)
+    if request.chunk_size < 0:
+        violations.add("chunk_size", "must not be negative")
+    elif request.chunk_size:
+        query = dataclasses.replace(query, chunk_size=min(request.chunk_size, MAX_CHUNK_SIZE))
+    if request.channels:
+        channels = set()
+        for i, value in enumerate(request.channels):
+            if value not in convert.CHANNEL_FROM_PROTO:
+                violations.add(f"channels[{i}]", "must be a known SampleChannel")
+            else:
+                channels.add(convert.CHANNEL_FROM_PROTO[value])
+        query = dataclasses.replace(query, channels=frozenset(channels))
+    return query

@@ -1,0 +1,75 @@
+"""AthleteService: protobuf <-> domain translation around services.athletes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+from stride.v1 import athlete_pb2, athlete_pb2_grpc
+
+from domain import names
+from domain.athletes import PROFILE_FIELDS
+from domain.errors import Violations
+from server.blocking import BlockingRunner
+from server.convert import athletes as convert
+from server.convert.common import fields_to_update
+from services.athletes import AthleteService
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
+    def __init__(self, athletes: AthleteService, run: BlockingRunner) -> None:
+        self._athletes = athletes
+        self._run = run
+
+    async def CreateAthlete(
+        self, request: athlete_pb2.CreateAthleteRequest, context: Context
+    ) -> athlete_pb2.Athlete:
+        violations = Violations()
+        profile = convert.profile_from_proto(request.athlete, violations)
+        violations.raise_if_any()
+        athlete = await self._run(self._athletes.create, profile, request.request_id)
+        return convert.athlete_to_proto(athlete)
+
+    async def GetAthlete(
+        self, request: athlete_pb2.GetAthleteRequest, context: Context
+    ) -> athlete_pb2.Athlete:
+        athlete_id = names.parse_athlete(request.name, "name")
+        return convert.athlete_to_proto(await self._run(self._athletes.get, athlete_id))
+
+    async def UpdateAthlete(
+        self, request: athlete_pb2.UpdateAthleteRequest, context: Context
+    ) -> athlete_pb2.Athlete:
+        violations = Violations()
+        athlete_id = names.parse_athlete(request.athlete.name, "athlete.name", violations)
+        fields = fields_to_update(
+            request.athlete,
+            request.update_mask if request.HasField("update_mask") else None,
+            mutable=PROFILE_FIELDS,
+            immutable=(),
+            output_only=convert.OUTPUT_ONLY,
+            violations=violations,
+        )
+        changes = convert.profile_values(request.athlete, fields, violations)
+        violations.raise_if_any()
+        athlete = await self._run(self._athletes.update, athlete_id, changes)
+        return convert.athlete_to_proto(athlete)
+
+    async def DeleteAthlete(
+        self, request: athlete_pb2.DeleteAthleteRequest, context: Context
+    ) -> empty_pb2.Empty:
+        athlete_id = names.parse_athlete(request.name, "name")
+        await self._run(self._athletes.delete, athlete_id)
+        return empty_pb2.Empty()
+
+    async def ListAthletes(
+        self, request: athlete_pb2.ListAthletesRequest, context: Context
+    ) -> athlete_pb2.ListAthletesResponse:
+        athletes, token = await self._run(
+            self._athletes.list, request.page_size, request.page_token
+        )
+        return athlete_pb2.ListAthletesResponse(
+            athletes=[convert.athlete_to_proto(a) for a in athletes], next_page_token=token
+        )

@@ -1,0 +1,210 @@
+"""SQL for activities and their samples."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from domain.activities import (
+    Activity,
+    ActivityEdit,
+    ActivityFilter,
+    Measurements,
+    Sample,
+    Source,
+    Visibility,
+)
+from storage.models import ActivityRow, ActivitySampleRow
+
+
+def _to_domain(row: ActivityRow) -> Activity:
+    return Activity(
+        id=row.id,
+        athlete_id=row.athlete_id,
+        edit=ActivityEdit(
+            title=row.title,
+            sport_type=row.sport_type,
+            description=row.description,
+            visibility=Visibility(row.visibility),
+        ),
+        measurements=Measurements(
+            start_time=row.start_time,
+            elapsed=dt.timedelta(seconds=row.elapsed_seconds),
+            time_zone=row.time_zone,
+            moving=None if row.moving_seconds is None else dt.timedelta(seconds=row.moving_seconds),
+            distance_meters=row.distance_meters,
+            elevation_gain_meters=row.elevation_gain_meters,
+            average_heart_rate_bpm=row.average_heart_rate_bpm,
+            max_heart_rate_bpm=row.max_heart_rate_bpm,
+        ),
+        source=Source(row.source),
+        external_id=row.external_id or "",
+        sample_count=row.sample_count,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+class ActivityRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(
+        self,
+        athlete_id: str,
+        edit: ActivityEdit,
+        measurements: Measurements,
+        *,
+        source: Source,
+        external_id: str | None = None,
+        request_id: str | None = None,
+        raw: dict[str, Any] | None = None,
+    ) -> Activity:
+        now = dt.datetime.now(dt.UTC)
+        m = measurements
+        row = ActivityRow(
+            id=uuid.uuid4().hex,
+            athlete_id=athlete_id,
+            title=edit.title,
+            description=edit.description,
+            sport_type=edit.sport_type,
+            visibility=edit.visibility.value,
+            start_time=m.start_time,
+            time_zone=m.time_zone,
+            elapsed_seconds=m.elapsed.total_seconds(),
+            moving_seconds=None if m.moving is None else m.moving.total_seconds(),
+            distance_meters=m.distance_meters,
+            elevation_gain_meters=m.elevation_gain_meters,
+            average_heart_rate_bpm=m.average_heart_rate_bpm,
+            max_heart_rate_bpm=m.max_heart_rate_bpm,
+            source=source.value,
+            external_id=external_id,
+            request_id=request_id,
+            raw=raw,
+            sample_count=0,
+            create_time=now,
+            update_time=now,
+        )
+        self.session.add(row)
+        self.session.flush()
+        return _to_domain(row)
+
+    def get(self, athlete_id: str, activity_id: str) -> Activity | None:
+        row = self.session.get(ActivityRow, activity_id)
+        return _to_domain(row) if row is not None and row.athlete_id == athlete_id else None
+
+    def get_by_request_id(self, athlete_id: str, request_id: str) -> Activity | None:
+        query = select(ActivityRow).where(
+            ActivityRow.athlete_id == athlete_id, ActivityRow.request_id == request_id
+        )
+        row = self.session.scalars(query).first()
+        return _to_domain(row) if row is not None else None
+
+    def update_edit(self, athlete_id: str, activity_id: str, edit: ActivityEdit) -> Activity | None:
+        row = self.session.get(ActivityRow, activity_id, with_for_update=True)
+        if row is None or row.athlete_id != athlete_id:
+            return None
+        row.title = edit.title
+        row.description = edit.description
+        row.sport_type = edit.sport_type
+        row.visibility = edit.visibility.value
+        row.update_time = dt.datetime.now(dt.UTC)
+        self.session.flush()
+        return _to_domain(row)
+
+    def delete(self, athlete_id: str, activity_id: str) -> bool:
+        result = self.session.execute(
+            delete(ActivityRow).where(
+                ActivityRow.id == activity_id, ActivityRow.athlete_id == athlete_id
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def list(
+        self,
+        athlete_id: str,
+        where: ActivityFilter,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+    ) -> list[Activity]:
+        query = select(ActivityRow).where(ActivityRow.athlete_id == athlete_id)
+        if where.start_from is not None:
+            query = query.where(ActivityRow.start_time >= where.start_from)
+        if where.start_to is not None:
+            query = query.where(ActivityRow.start_time < where.start_to)
+        if where.sport_types:
+            query = query.where(ActivityRow.sport_type.in_(where.sport_types))
+        if where.descending:
+            query = query.order_by(ActivityRow.start_time.desc(), ActivityRow.id.desc())
+        else:
+            query = query.order_by(ActivityRow.start_time, ActivityRow.id)
+        if after is not None:
+            time, last_id = after
+            if where.descending:
+                beyond = or_(
+                    ActivityRow.start_time < time,
+                    and_(ActivityRow.start_time == time, ActivityRow.id < last_id),
+                )
+            else:
+                beyond = or_(
+                    ActivityRow.start_time > time,
+                    and_(ActivityRow.start_time == time, ActivityRow.id > last_id),
+                )
+            query = query.where(beyond)
+        return [_to_domain(row) for row in self.session.scalars(query.limit(limit))]
+
+
+_SAMPLE_COLUMNS = (
+    "distance_meters",
+    "latitude",
+    "longitude",
+    "altitude_meters",
+    "heart_rate_bpm",
+    "cadence_rpm",
+    "power_watts",
+    "speed_meters_per_second",
+)
+
+
+class SampleRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def replace(self, activity_id: str, samples: Sequence[Sample]) -> int:
+        """Store an activity's samples, replacing earlier ones (re-imports stay idempotent)."""
+        self.session.execute(
+            delete(ActivitySampleRow).where(ActivitySampleRow.activity_id == activity_id)
+        )
+        rows = [
+            {"activity_id": activity_id, "time": s.time}
+            | {column: getattr(s, column) for column in _SAMPLE_COLUMNS}
+            for s in samples
+        ]
+        if rows:
+            self.session.execute(insert(ActivitySampleRow), rows)
+        count = self.session.scalar(
+            select(func.count()).where(ActivitySampleRow.activity_id == activity_id)
+        )
+        self.session.execute(
+            update(ActivityRow).where(ActivityRow.id == activity_id).values(sample_count=count)
+        )
+        return int(count or 0)
+
+    def chunk(self, activity_id: str, after: dt.datetime | None, limit: int) -> list[Sample]:
+        query = (
+            select(ActivitySampleRow)
+            .where(ActivitySampleRow.activity_id == activity_id)
+            .order_by(ActivitySampleRow.time)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(ActivitySampleRow.time > after)
+        return [
+            Sample(time=row.time, **{column: getattr(row, column) for column in _SAMPLE_COLUMNS})
+            for row in self.session.scalars(query)
+        ]

@@ -1,0 +1,105 @@
+"""SQL for athletes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from sqlalchemy import Select, and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from domain.athletes import Athlete, AthleteProfile, Sex, StravaState
+from storage.models import AthleteRow, StravaConnectionRow
+
+
+def _to_domain(row: AthleteRow, strava_state: str | None) -> Athlete:
+    return Athlete(
+        id=row.id,
+        profile=AthleteProfile(
+            display_name=row.display_name,
+            time_zone=row.time_zone,
+            birth_date=row.birth_date,
+            sex=Sex(row.sex),
+            weight_kg=row.weight_kg,
+            max_heart_rate_bpm=row.max_heart_rate_bpm,
+            resting_heart_rate_bpm=row.resting_heart_rate_bpm,
+        ),
+        strava_state=StravaState(strava_state or StravaState.NOT_CONNECTED),
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def _select() -> Select[tuple[AthleteRow, str | None]]:
+    return select(AthleteRow, StravaConnectionRow.state).outerjoin(
+        StravaConnectionRow, StravaConnectionRow.athlete_id == AthleteRow.id
+    )
+
+
+class AthleteRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, profile: AthleteProfile, request_id: str | None) -> Athlete:
+        now = dt.datetime.now(dt.UTC)
+        row = AthleteRow(
+            id=uuid.uuid4().hex,
+            request_id=request_id,
+            create_time=now,
+            update_time=now,
+            **_columns(profile),
+        )
+        self.session.add(row)
+        self.session.flush()
+        return _to_domain(row, None)
+
+    def get(self, athlete_id: str) -> Athlete | None:
+        found = self.session.execute(_select().where(AthleteRow.id == athlete_id)).first()
+        return _to_domain(*found) if found else None
+
+    def exists(self, athlete_id: str) -> bool:
+        query = select(AthleteRow.id).where(AthleteRow.id == athlete_id)
+        return self.session.execute(query).first() is not None
+
+    def get_by_request_id(self, request_id: str) -> Athlete | None:
+        found = self.session.execute(_select().where(AthleteRow.request_id == request_id)).first()
+        return _to_domain(*found) if found else None
+
+    def update(self, athlete_id: str, profile: AthleteProfile) -> Athlete | None:
+        row = self.session.get(AthleteRow, athlete_id, with_for_update=True)
+        if row is None:
+            return None
+        for column, value in _columns(profile).items():
+            setattr(row, column, value)
+        row.update_time = dt.datetime.now(dt.UTC)
+        self.session.flush()
+        return self.get(athlete_id)
+
+    def delete(self, athlete_id: str) -> bool:
+        """Deletes the athlete; activities, samples, tokens and jobs go with it (ON DELETE CASCADE)."""
+        result = self.session.execute(delete(AthleteRow).where(AthleteRow.id == athlete_id))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def list(self, after: tuple[dt.datetime, str] | None, limit: int) -> list[Athlete]:
+        query = _select().order_by(AthleteRow.create_time, AthleteRow.id).limit(limit)
+        if after is not None:
+            time, last_id = after
+            query = query.where(
+                or_(
+                    AthleteRow.create_time > time,
+                    and_(AthleteRow.create_time == time, AthleteRow.id > last_id),
+                )
+            )
+        return [_to_domain(*found) for found in self.session.execute(query).all()]
+
+
+def _columns(profile: AthleteProfile) -> dict[str, object]:
+    return {
+        "display_name": profile.display_name,
+        "time_zone": profile.time_zone,
+        "birth_date": profile.birth_date,
+        "sex": profile.sex.value,
+        "weight_kg": profile.weight_kg,
+        "max_heart_rate_bpm": profile.max_heart_rate_bpm,
+        "resting_heart_rate_bpm": profile.resting_heart_rate_bpm,
+    }
