@@ -17,14 +17,20 @@ def make_huey(settings: Settings) -> Huey:
     return SqliteHuey(NAME, filename=str(settings.data_dir / "huey.db"))
 
 
+class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
+    def _set_signal_handlers(self) -> None:
+        """The host process owns SIGTERM/SIGINT and stops the consumer itself."""
+
+
 class InProcessWorkers:
     """Huey workers as threads of the server process (the embedded default)."""
 
     def __init__(self, huey: Huey, workers: int) -> None:
-        self._consumer = Consumer(huey, workers=workers, worker_type="thread", periodic=True)
+        self._consumer = _EmbeddedConsumer(
+            huey, workers=workers, worker_type="thread", periodic=True
+        )
 
     def start(self) -> None:
-        # Consumer.start() installs signal handlers; the server installs its own afterwards.
         self._consumer.start()
 
     def stop(self) -> None:

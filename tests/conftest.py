@@ -1,0 +1,69 @@
+"""Fixtures: every service test runs on PostgreSQL and on the embedded SQLite default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from stride.v1 import activity_pb2_grpc, athlete_pb2_grpc
+
+from storage import migrate
+from storage.database import Database, PoolOptions
+from tests.support import (
+    ServerThread,
+    make_settings,
+    postgres_available,
+    postgres_database,
+)
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated database that per-test databases are cloned from."""
+    if not postgres_available():
+        if IN_CI:
+            pytest.fail("PostgreSQL on 127.0.0.1:5432 is required in CI")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    with postgres_database() as url:
+        database = Database(url, [], PoolOptions(size=1, max_overflow=0))
+        migrate.upgrade(database.primary)
+        database.dispose()
+        yield url.rsplit("/", 1)[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    """None means the embedded default (SQLite in the data directory)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    template = request.getfixturevalue("postgres_template")
+    with postgres_database(template=template) as url:
+        yield url
+
+
+@pytest.fixture
+def server(database_url: str | None, tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(make_settings(tmp_path / "data", database_url)) as running:
+        yield running
+
+
+@pytest.fixture
+def channel(server: ServerThread) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def athletes(channel: grpc.Channel) -> athlete_pb2_grpc.AthleteServiceStub:
+    return athlete_pb2_grpc.AthleteServiceStub(channel)
+
+
+@pytest.fixture
+def activities(channel: grpc.Channel) -> activity_pb2_grpc.ActivityServiceStub:
+    return activity_pb2_grpc.ActivityServiceStub(channel)

