@@ -119,9 +119,10 @@ def validate_measurements(
     if not EARLIEST_START <= m.start_time <= now + dt.timedelta(days=1):
         violations.add(f"{prefix}.start_time", "must be between 1970-01-01 and now")
     check_time_zone(violations, f"{prefix}.time_zone", m.time_zone, required=False)
-    if not dt.timedelta(0) < m.elapsed <= MAX_ELAPSED:
+    elapsed_valid = dt.timedelta(0) < m.elapsed <= MAX_ELAPSED
+    if not elapsed_valid:
         violations.add(f"{prefix}.elapsed_time", "must be positive and at most 30 days")
-    if m.moving is not None and not dt.timedelta(0) <= m.moving <= m.elapsed:
+    elif m.moving is not None and not dt.timedelta(0) <= m.moving <= m.elapsed:
         violations.add(f"{prefix}.moving_time", "must be between 0 and elapsed_time")
     check_number(
         violations, f"{prefix}.distance_meters", m.distance_meters,

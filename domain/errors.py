@@ -85,7 +85,9 @@ class Violations:
         self.items: list[FieldViolation] = []
 
     def add(self, field: str, description: str) -> None:
-        self.items.append(FieldViolation(field, description))
+        """Record a problem; only the first one found for a field is kept."""
+        if all(item.field != field for item in self.items):
+            self.items.append(FieldViolation(field, description))
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -37,9 +37,15 @@ class ActivityService:
         self.paging = paging
 
     def create_manual(
-        self, athlete_id: str, edit: ActivityEdit, measurements: Measurements, request_id: str
+        self,
+        athlete_id: str,
+        edit: ActivityEdit,
+        measurements: Measurements,
+        request_id: str,
+        violations: Violations | None = None,
     ) -> Activity:
-        violations = Violations()
+        """`violations` may carry problems the caller already found while decoding the request."""
+        violations = violations or Violations()
         validate_edit(edit, violations, "activity")
         validate_measurements(measurements, violations, "activity", dt.datetime.now(dt.UTC))
         if request_id:

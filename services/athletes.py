@@ -28,8 +28,11 @@ class AthleteService:
         self.db = db
         self.paging = paging
 
-    def create(self, profile: AthleteProfile, request_id: str) -> Athlete:
-        violations = Violations()
+    def create(
+        self, profile: AthleteProfile, request_id: str, violations: Violations | None = None
+    ) -> Athlete:
+        """`violations` may carry problems the caller already found while decoding the request."""
+        violations = violations or Violations()
         validate_profile(profile, violations, "athlete", _today())
         if request_id:
             check_request_id(violations, "request_id", request_id)

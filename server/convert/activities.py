@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from google.type import latlng_pb2
@@ -9,6 +10,7 @@ from stride.v1 import activity_pb2, common_pb2
 
 from domain import names
 from domain.activities import (
+    EARLIEST_START,
     EDITABLE_FIELDS,
     SAMPLE_CHANNELS,
     Activity,
@@ -95,8 +97,10 @@ def edit_values(
 
 def new_activity_from_proto(
     message: activity_pb2.Activity, violations: Violations
-) -> tuple[ActivityEdit, Measurements] | None:
+) -> tuple[ActivityEdit, Measurements]:
+    """Decode a new activity; undecodable fields are recorded and replaced by placeholders."""
     edit = edit_values(message, EDITABLE_FIELDS, violations)
+    edit.setdefault("visibility", Visibility.EVERYONE)
     start = None
     if not message.HasField("start_time"):
         violations.add("activity.start_time", "is required")
@@ -112,11 +116,9 @@ def new_activity_from_proto(
         if message.HasField("moving_time")
         else None
     )
-    if start is None or elapsed is None or "visibility" not in edit:
-        return None
     measurements = Measurements(
-        start_time=start,
-        elapsed=elapsed,
+        start_time=start or EARLIEST_START,
+        elapsed=elapsed or dt.timedelta(0),
         time_zone=message.time_zone,
         moving=moving,
         distance_meters=message.distance_meters,

@@ -33,12 +33,14 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
     ) -> activity_pb2.Activity:
         violations = Violations()
         athlete_id = names.parse_athlete(request.parent, "parent", violations)
-        parsed = convert.new_activity_from_proto(request.activity, violations)
-        violations.raise_if_any()
-        assert parsed is not None
-        edit, measurements = parsed
+        edit, measurements = convert.new_activity_from_proto(request.activity, violations)
         activity = await self._run(
-            self._activities.create_manual, athlete_id, edit, measurements, request.request_id
+            self._activities.create_manual,
+            athlete_id,
+            edit,
+            measurements,
+            request.request_id,
+            violations,
         )
         return convert.activity_to_proto(activity)
 

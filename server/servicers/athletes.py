@@ -29,8 +29,9 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
     ) -> athlete_pb2.Athlete:
         violations = Violations()
         profile = convert.profile_from_proto(request.athlete, violations)
-        violations.raise_if_any()
-        athlete = await self._run(self._athletes.create, profile, request.request_id)
+        athlete = await self._run(
+            self._athletes.create, profile, request.request_id, violations
+        )
         return convert.athlete_to_proto(athlete)
 
     async def GetAthlete(
