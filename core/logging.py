@@ -23,6 +23,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
+    exceptions: Any = structlog.processors.format_exc_info if use_json else _identity
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -42,7 +43,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info if use_json else _identity,
+                exceptions,
                 renderer,
             ],
         )

@@ -125,12 +125,20 @@ def validate_measurements(
     elif m.moving is not None and not dt.timedelta(0) <= m.moving <= m.elapsed:
         violations.add(f"{prefix}.moving_time", "must be between 0 and elapsed_time")
     check_number(
-        violations, f"{prefix}.distance_meters", m.distance_meters,
-        minimum=0, maximum=10_000_000, unit="m",
+        violations,
+        f"{prefix}.distance_meters",
+        m.distance_meters,
+        minimum=0,
+        maximum=10_000_000,
+        unit="m",
     )
     check_number(
-        violations, f"{prefix}.total_elevation_gain_meters", m.elevation_gain_meters,
-        minimum=0, maximum=100_000, unit="m",
+        violations,
+        f"{prefix}.total_elevation_gain_meters",
+        m.elevation_gain_meters,
+        minimum=0,
+        maximum=100_000,
+        unit="m",
     )
     for name, value in (
         ("average_heart_rate_bpm", m.average_heart_rate_bpm),

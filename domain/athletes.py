@@ -59,18 +59,22 @@ def validate_profile(
         violations.add(f"{prefix}.birth_date", "must be a real date between 1900-01-01 and today")
     check_number(violations, f"{prefix}.weight_kg", profile.weight_kg, minimum=1, maximum=500)
     check_number(
-        violations, f"{prefix}.max_heart_rate_bpm", profile.max_heart_rate_bpm,
-        minimum=60, maximum=260,
+        violations,
+        f"{prefix}.max_heart_rate_bpm",
+        profile.max_heart_rate_bpm,
+        minimum=60,
+        maximum=260,
     )
     check_number(
-        violations, f"{prefix}.resting_heart_rate_bpm", profile.resting_heart_rate_bpm,
-        minimum=20, maximum=150,
+        violations,
+        f"{prefix}.resting_heart_rate_bpm",
+        profile.resting_heart_rate_bpm,
+        minimum=20,
+        maximum=150,
     )
     if (
         profile.max_heart_rate_bpm is not None
         and profile.resting_heart_rate_bpm is not None
         and profile.resting_heart_rate_bpm >= profile.max_heart_rate_bpm
     ):
-        violations.add(
-            f"{prefix}.resting_heart_rate_bpm", "must be below max_heart_rate_bpm"
-        )
+        violations.add(f"{prefix}.resting_heart_rate_bpm", "must be below max_heart_rate_bpm")

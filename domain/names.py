@@ -8,6 +8,7 @@ from domain.errors import InvalidArgument, Violations
 
 _ID = r"[a-z0-9][a-z0-9-]{0,62}"
 _ATHLETE = re.compile(rf"athletes/({_ID})")
+_ACCESS_TOKEN = re.compile(rf"athletes/({_ID})/accessTokens/({_ID})")
 _ACTIVITY = re.compile(rf"athletes/({_ID})/activities/({_ID})")
 
 
@@ -17,6 +18,19 @@ def athlete_name(athlete_id: str) -> str:
 
 def activity_name(athlete_id: str, activity_id: str) -> str:
     return f"athletes/{athlete_id}/activities/{activity_id}"
+
+
+def access_token_name(athlete_id: str, token_id: str) -> str:
+    return f"athletes/{athlete_id}/accessTokens/{token_id}"
+
+
+def parse_access_token(name: str, field: str) -> tuple[str, str]:
+    """(athlete id, token id) in `athletes/{athlete}/accessTokens/{access_token}`."""
+    match = _ACCESS_TOKEN.fullmatch(name)
+    if match:
+        return match.group(1), match.group(2)
+    _reject(name, field, "athletes/{athlete}/accessTokens/{access_token}", None)
+    return "", ""
 
 
 def parse_athlete(name: str, field: str, violations: Violations | None = None) -> str:

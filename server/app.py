@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+# `_async` is what grpc_health.v1.health re-exports as `aio`.
+from grpc_health.v1._async import HealthServicer
 from stride.v1 import (
     activity_pb2,
     activity_pb2_grpc,
@@ -33,6 +36,7 @@ from server.servicers.athletes import AthleteServicer
 from services.activities import ActivityService
 from services.athletes import AthleteService
 from services.paging import Paging
+from services.tokens import AccessTokenService
 from storage import migrate
 from storage.database import Database, PoolOptions
 from tasks.queue import InProcessWorkers, make_huey
@@ -55,7 +59,7 @@ SERVICE_NAMES = tuple(
 class RunningServer:
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: HealthServicer
     database: Database
     runner: BlockingRunner
     metrics: MetricsEndpoint | None
@@ -93,8 +97,9 @@ async def start(settings: Settings) -> RunningServer:
         await asyncio.to_thread(migrate.upgrade, database.primary)
 
     runner = BlockingRunner(settings.db_executor_threads)
-    paging = Paging(PageTokens(settings.signing_key), settings.default_page_size,
-                    settings.max_page_size)
+    paging = Paging(
+        PageTokens(settings.signing_key), settings.default_page_size, settings.max_page_size
+    )
 
     server = grpc.aio.server(
         interceptors=[ErrorInterceptor()],
@@ -102,22 +107,26 @@ async def start(settings: Settings) -> RunningServer:
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     athlete_pb2_grpc.add_AthleteServiceServicer_to_server(
-        AthleteServicer(AthleteService(database, paging), runner), server
+        AthleteServicer(
+            AthleteService(database, paging), AccessTokenService(database, paging), runner
+        ),
+        server,
     )
     activity_pb2_grpc.add_ActivityServiceServicer_to_server(
         ActivityServicer(ActivityService(database, paging), runner, settings.sample_chunk_size),
         server,
     )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
-    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-        analytics_pb2_grpc.AnalyticsServiceServicer(), server
-    )
-    sync_pb2_grpc.add_SyncServiceServicer_to_server(sync_pb2_grpc.SyncServiceServicer(), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin_pb2_grpc.AdminServiceServicer(), server)
+    analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
+    sync = sync_pb2_grpc.SyncServiceServicer()  # type: ignore[abstract]
+    admin = admin_pb2_grpc.AdminServiceServicer()  # type: ignore[abstract]
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(analytics, server)
+    sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
 
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable(server, [*SERVICE_NAMES, health.SERVICE_NAME])
+    reflection.enable(server, [*SERVICE_NAMES, "grpc.health.v1.Health"])
 
     port = server.add_insecure_port(settings.listen_address)
     await server.start()

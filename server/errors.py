@@ -125,4 +125,3 @@ def from_exception(exc: BaseException, method: str, request_id: str = "") -> Rpc
 def internal(request_id: str) -> RpcError:
     suffix = f" (request id {request_id})" if request_id else ""
     return _status(grpc.StatusCode.INTERNAL, f"internal error{suffix}", "INTERNAL")
-

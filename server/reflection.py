@@ -1,8 +1,8 @@
 """Server reflection under both v1alpha and v1 (grpcio-reflection ships only v1alpha).
 
-The two protocols are wire-identical, so v1 is served by the same servicer, and its
-descriptor, derived from v1alpha's by renaming the package, is added to the pool
-so clients can describe it too.
+The two protocols are wire-identical, so one servicer answers both names, and the
+v1 descriptor, derived from v1alpha's by renaming the package, is added to the
+pool so clients can describe it too.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from collections.abc import Iterable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
-V1ALPHA_SERVICE = reflection.SERVICE_NAME
+# `_async` is what grpc_reflection.v1alpha.reflection re-exports as `aio`.
+from grpc_reflection.v1alpha._async import ReflectionServicer
+
+V1ALPHA_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 
 
@@ -43,17 +46,16 @@ def _register_v1_descriptor() -> None:
 
 def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
     _register_v1_descriptor()
-    names = [*service_names, V1ALPHA_SERVICE, V1_SERVICE]
-    servicer = reflection.aio.ReflectionServicer(names)
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
-    v1_handler = grpc.method_handlers_generic_handler(
-        V1_SERVICE,
-        {
-            "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
-                servicer.ServerReflectionInfo,
-                request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-                response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
-            )
-        },
-    )
-    server.add_generic_rpc_handlers((v1_handler,))
+    servicer = ReflectionServicer([*service_names, V1ALPHA_SERVICE, V1_SERVICE])
+    for service in (V1ALPHA_SERVICE, V1_SERVICE):
+        handler = grpc.method_handlers_generic_handler(
+            service,
+            {
+                "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                    servicer.ServerReflectionInfo,
+                    request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                    response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                )
+            },
+        )
+        server.add_generic_rpc_handlers((handler,))

@@ -64,7 +64,10 @@ class ActivityService:
                         measurements, time_zone=athlete.profile.time_zone
                     )
                 return repo.add(
-                    athlete_id, edit, measurements, source=Source.MANUAL,
+                    athlete_id,
+                    edit,
+                    measurements,
+                    source=Source.MANUAL,
                     request_id=request_id or None,
                 )
         except IntegrityError:
@@ -98,7 +101,7 @@ class ActivityService:
             if not ActivityRepository(session).delete(athlete_id, activity_id):
                 raise NotFound(RESOURCE, names.activity_name(athlete_id, activity_id))
 
-    def list(
+    def list_page(
         self, athlete_id: str, where: ActivityFilter, page_size: int, page_token: str
     ) -> tuple[list[Activity], str]:
         violations = Violations()
@@ -111,7 +114,9 @@ class ActivityService:
         with self.db.read_only() as session:
             _require_athlete(session, athlete_id)
             rows = ActivityRepository(session).list(athlete_id, where, after, size + 1)
-        token = self.paging.next_token(query, rows, size, lambda a: (a.measurements.start_time, a.id))
+        token = self.paging.next_token(
+            query, rows, size, lambda a: (a.measurements.start_time, a.id)
+        )
         return rows[:size], token
 
     def check_readable(self, athlete_id: str, activity_id: str) -> Activity:

@@ -79,7 +79,7 @@ class AthleteService:
             if not AthleteRepository(session).delete(athlete_id):
                 raise NotFound(RESOURCE, names.athlete_name(athlete_id))
 
-    def list(self, page_size: int, page_token: str) -> tuple[list[Athlete], str]:
+    def list_page(self, page_size: int, page_token: str) -> tuple[list[Athlete], str]:
         violations = Violations()
         size = self.paging.size(page_size, violations)
         violations.raise_if_any()

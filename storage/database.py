@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from tenacity import (
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
@@ -104,22 +105,22 @@ class Database:
     def wait_until_reachable(self, attempts: int) -> None:
         """Retry with exponential backoff until every engine answers; then give up clearly."""
         for engine in [self.primary, *self.replicas]:
+            url = engine.url.render_as_string(hide_password=True)
+
+            def report(state: RetryCallState, url: str = url) -> None:
+                log.warning("database not reachable yet", url=url, attempt=state.attempt_number)
+
             retrying = Retrying(
                 stop=stop_after_attempt(attempts),
                 wait=wait_exponential(multiplier=0.2, max=5),
                 retry=retry_if_exception_type(OperationalError),
-                before_sleep=lambda state, engine=engine: log.warning(
-                    "database not reachable yet",
-                    url=engine.url.render_as_string(hide_password=True),
-                    attempt=state.attempt_number,
-                ),
+                before_sleep=report,
             )
             try:
                 for attempt in retrying:
                     with attempt, engine.connect() as connection:
                         connection.execute(text("SELECT 1"))
             except RetryError as exc:
-                url = engine.url.render_as_string(hide_password=True)
                 raise DatabaseUnavailable(
                     f"cannot reach the database at {url} after {attempts} attempts: "
                     f"{exc.last_attempt.exception()}"

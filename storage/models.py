@@ -164,9 +164,7 @@ class JobRow(Base):
 class JobEventRow(Base):
     __tablename__ = "job_events"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     sequence: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     time: Mapped[dt.datetime] = mapped_column(default=_now)
     payload: Mapped[dict[str, Any]]

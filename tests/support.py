@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import psycopg
@@ -43,12 +43,12 @@ def postgres_database(template: str | None = None) -> Iterator[str]:
     name = f"stride_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_DSN + " dbname=postgres", autocommit=True) as admin:
         suffix = f" TEMPLATE {template}" if template else ""
-        admin.execute(f"CREATE DATABASE {name}{suffix}")  # type: ignore[arg-type]
+        admin.execute(f"CREATE DATABASE {name}{suffix}")
     try:
         yield PG_URL_TEMPLATE.format(name=name)
     finally:
         with psycopg.connect(PG_ADMIN_DSN + " dbname=postgres", autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:
@@ -102,7 +102,8 @@ class ServerThread:
 
 def status_of(error: grpc.RpcError) -> status_pb2.Status:
     """The google.rpc.Status carried in an error's trailers."""
-    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+    trailers: Any = cast(grpc.Call, error).trailing_metadata() or ()
+    for key, value in trailers:
         if key == "grpc-status-details-bin":
             status = status_pb2.Status()
             status.ParseFromString(value)

@@ -203,7 +203,9 @@ def test_list_filters_by_time_range_and_sport_and_orders(activities: Stub, athle
     sports = [common_pb2.SPORT_TYPE_RUN, common_pb2.SPORT_TYPE_RIDE, common_pb2.SPORT_TYPE_SWIM]
     made = [
         _create(
-            activities, athlete, start_time=_ts(START + dt.timedelta(days=i)),
+            activities,
+            athlete,
+            start_time=_ts(START + dt.timedelta(days=i)),
             sport_type=sports[i % 3],
         )
         for i in range(9)
@@ -215,8 +217,11 @@ def test_list_filters_by_time_range_and_sport_and_orders(activities: Stub, athle
 
     assert names() == [a.name for a in made]
     assert names(descending=True) == [a.name for a in reversed(made)]
-    assert names(sport_types=[common_pb2.SPORT_TYPE_RIDE]) == [made[1].name, made[4].name,
-                                                                made[7].name]
+    assert names(sport_types=[common_pb2.SPORT_TYPE_RIDE]) == [
+        made[1].name,
+        made[4].name,
+        made[7].name,
+    ]
     assert names(
         start_time_from=_ts(START + dt.timedelta(days=2)),
         start_time_to=_ts(START + dt.timedelta(days=5)),
@@ -259,7 +264,8 @@ def test_stream_samples_in_chunks_with_all_channels(server: ServerThread, activi
     assert [len(c.samples) for c in chunks] == [500, 500, 500, 500, 345]
     samples = [s for c in chunks for s in c.samples]
     seconds = [s.time.seconds for s in samples]
-    assert seconds == sorted(seconds) and len(set(seconds)) == 2_345
+    assert seconds == sorted(seconds)
+    assert len(set(seconds)) == 2_345
     last = samples[-1]
     assert last.distance_meters == 3.0 * 2_344
     assert last.heart_rate_bpm == 120 + 2_344 % 40

@@ -6,7 +6,7 @@ import uuid
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from google.type import date_pb2
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
@@ -200,8 +200,8 @@ def test_delete_removes_the_athlete_with_their_activities(
             activity=activity_pb2.Activity(
                 title="Easy run",
                 sport_type=common_pb2.SPORT_TYPE_RUN,
-                start_time={"seconds": 1_700_000_000},
-                elapsed_time={"seconds": 1800},
+                start_time=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+                elapsed_time=duration_pb2.Duration(seconds=1800),
             ),
         )
     )

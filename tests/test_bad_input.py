@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -44,8 +44,8 @@ class World:
                 activity=activity_pb2.Activity(
                     title="Keep",
                     sport_type=common_pb2.SPORT_TYPE_RUN,
-                    start_time={"seconds": 1_600_000_000},
-                    elapsed_time={"seconds": 3600},
+                    start_time=timestamp_pb2.Timestamp(seconds=1_600_000_000),
+                    elapsed_time=duration_pb2.Duration(seconds=3600),
                 ),
             )
         )
@@ -83,7 +83,7 @@ texts = st.one_of(
     st.text(alphabet="\x00ab/ -", min_size=1, max_size=5),
 )
 numbers = st.one_of(
-    st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6).map(float)
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(-(10**6), 10**6).map(float)
 )
 ints = st.integers(-(2**31), 2**31 - 1)
 timestamps = st.builds(
@@ -103,8 +103,21 @@ masks = st.builds(
     field_mask_pb2.FieldMask,
     paths=st.lists(
         st.sampled_from(
-            ["display_name", "time_zone", "*", "name", "create_time", "title", "nope",
-             "birth_date", "sport_type", "distance_meters", "weight_kg", "visibility", ""]
+            [
+                "display_name",
+                "time_zone",
+                "*",
+                "name",
+                "create_time",
+                "title",
+                "nope",
+                "birth_date",
+                "sport_type",
+                "distance_meters",
+                "weight_kg",
+                "visibility",
+                "",
+            ]
         ),
         max_size=4,
     ),
@@ -113,11 +126,14 @@ masks = st.builds(
 
 # Each field mixes valid and invalid values, so one bad field often rides with good ones.
 zones = st.sampled_from(["UTC", "Europe/Paris", "America/Denver"]) | texts
-valid_dates = st.dates(dt.date(1900, 1, 1), dt.date(2020, 1, 1)).map(lambda d: date_pb2.Date(year=d.year, month=d.month, day=d.day))
+valid_dates = st.dates(dt.date(1900, 1, 1), dt.date(2020, 1, 1)).map(
+    lambda d: date_pb2.Date(year=d.year, month=d.month, day=d.day)
+)
 valid_times = st.integers(0, 1_750_000_000).map(lambda s: timestamp_pb2.Timestamp(seconds=s))
 valid_durations = st.integers(1, 10**5).map(lambda s: duration_pb2.Duration(seconds=s))
 
 
+small_ints = st.lists(st.integers(-1, 70), max_size=3)
 request_ids = st.just("") | st.uuids().map(str) | texts
 
 
@@ -163,7 +179,7 @@ def _call(world: World, rpc: Callable[[Any], Any], request: Message) -> None:
         rpc(request)
         return
     except grpc.RpcError as error:
-        code = error.code()  # type: ignore[attr-defined]
+        code = cast(grpc.Call, error).code()
         assert code in ALLOWED, f"{code} for {request}"
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             bad_request = detail(error, error_details_pb2.BadRequest)
@@ -204,7 +220,8 @@ def test_activity_requests(world: World, data: st.DataObject) -> None:
     choice = data.draw(st.sampled_from(["create", "update", "list", "stream"]))
     if choice == "create":
         request: Message = activity_pb2.CreateActivityRequest(
-            parent=data.draw(parent), activity=data.draw(activity_messages(name)),
+            parent=data.draw(parent),
+            activity=data.draw(activity_messages(name)),
             request_id=data.draw(request_ids),
         )
         _call(world, world.activities.CreateActivity, request)
@@ -219,13 +236,13 @@ def test_activity_requests(world: World, data: st.DataObject) -> None:
             page_size=data.draw(ints),
             page_token=data.draw(texts),
             start_time_from=data.draw(timestamps),
-            sport_types=data.draw(st.lists(st.integers(-1, 70), max_size=3)),
+            sport_types=[common_pb2.SportType.ValueType(v) for v in data.draw(small_ints)],
         )
         _call(world, world.activities.ListActivities, request)
     else:
         request = activity_pb2.StreamActivitySamplesRequest(
             name=data.draw(name),
             chunk_size=data.draw(ints),
-            channels=data.draw(st.lists(st.integers(-1, 9), max_size=3)),
+            channels=[activity_pb2.SampleChannel.ValueType(v) for v in data.draw(small_ints)],
         )
         _call(world, lambda r: list(world.activities.StreamActivitySamples(r)), request)

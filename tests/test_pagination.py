@@ -8,6 +8,7 @@ import threading
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
 from domain.activities import ActivityEdit, Measurements, Source
@@ -86,8 +87,10 @@ def test_walk_returns_each_activity_once_in_order_during_concurrent_inserts(
                     activity=activity_pb2.Activity(
                         title="late upload",
                         sport_type=common_pb2.SPORT_TYPE_RIDE,
-                        start_time={"seconds": int(START.timestamp()) + rng.randrange(60 * 525)},
-                        elapsed_time={"seconds": 600},
+                        start_time=timestamp_pb2.Timestamp(
+                            seconds=int(START.timestamp()) + rng.randrange(60 * 525)
+                        ),
+                        elapsed_time=duration_pb2.Duration(seconds=600),
                     ),
                 )
             )

@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 from stride.v1 import activity_pb2, activity_pb2_grpc
@@ -74,11 +76,12 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path)
                     name=activity_name(athlete_id, activity_id), chunk_size=10
                 )
             )
-            received = len(next(stream).samples)
+            chunks = iter(cast(Iterator[activity_pb2.StreamActivitySamplesResponse], stream))
+            received = len(next(chunks).samples)
             process.send_signal(signal.SIGTERM)
             time.sleep(0.5)  # the server is now draining; read the rest slowly
             assert process.poll() is None, "server exited with a call in flight"
-            for chunk in stream:
+            for chunk in chunks:
                 received += len(chunk.samples)
                 time.sleep(0.001)
             assert received == 3000

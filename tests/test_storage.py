@@ -65,9 +65,7 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(tmp_path: Path) -> No
             )
         replica.dispose()
 
-        settings = make_settings(
-            tmp_path, primary_url, database_replica_urls=[replica_url]
-        )
+        settings = make_settings(tmp_path, primary_url, database_replica_urls=[replica_url])
         with ServerThread(settings) as server, grpc.insecure_channel(server.address) as channel:
             stub = athlete_pb2_grpc.AthleteServiceStub(channel)
             written = stub.CreateAthlete(

@@ -61,8 +61,14 @@ CHANNEL_FROM_PROTO = {
 }
 
 IMMUTABLE = (
-    "start_time", "time_zone", "elapsed_time", "moving_time", "distance_meters",
-    "total_elevation_gain_meters", "average_heart_rate_bpm", "max_heart_rate_bpm",
+    "start_time",
+    "time_zone",
+    "elapsed_time",
+    "moving_time",
+    "distance_meters",
+    "total_elevation_gain_meters",
+    "average_heart_rate_bpm",
+    "max_heart_rate_bpm",
 )
 OUTPUT_ONLY = ("name", "source", "external_id", "sample_count", "create_time", "update_time")
 
@@ -176,4 +182,3 @@ def sample_to_proto(sample: Sample, channels: frozenset[str]) -> activity_pb2.Ac
     if "speed" in channels and sample.speed_meters_per_second is not None:
         message.speed_meters_per_second = sample.speed_meters_per_second
     return message
-

@@ -9,6 +9,7 @@ from stride.v1 import athlete_pb2, common_pb2
 from domain import names
 from domain.athletes import PROFILE_FIELDS, Athlete, AthleteProfile, Sex, StravaState
 from domain.errors import Violations
+from domain.tokens import AccessToken
 from server.convert.common import (
     date_to_domain,
     date_to_proto,
@@ -44,8 +45,14 @@ def profile_values(
             if message.sex not in SEX_FROM_PROTO:
                 violations.add(path, "must be a known Sex value")
             values[field] = SEX_FROM_PROTO.get(message.sex, Sex.UNSPECIFIED)
-        elif field in ("weight_kg", "max_heart_rate_bpm", "resting_heart_rate_bpm"):
-            values[field] = getattr(message, field) if message.HasField(field) else None
+        elif field == "weight_kg":
+            values[field] = message.weight_kg if message.HasField("weight_kg") else None
+        elif field == "max_heart_rate_bpm":
+            has = message.HasField("max_heart_rate_bpm")
+            values[field] = message.max_heart_rate_bpm if has else None
+        elif field == "resting_heart_rate_bpm":
+            has = message.HasField("resting_heart_rate_bpm")
+            values[field] = message.resting_heart_rate_bpm if has else None
         else:
             values[field] = getattr(message, field)
     return values
@@ -53,6 +60,19 @@ def profile_values(
 
 def profile_from_proto(message: athlete_pb2.Athlete, violations: Violations) -> AthleteProfile:
     return AthleteProfile(**profile_values(message, PROFILE_FIELDS, violations))
+
+
+def access_token_to_proto(token: AccessToken, secret: str = "") -> athlete_pb2.AccessToken:
+    return athlete_pb2.AccessToken(
+        name=names.access_token_name(token.athlete_id, token.id),
+        display_name=token.display_name,
+        expire_time=None if token.expire_time is None else datetime_to_timestamp(token.expire_time),
+        token=secret,
+        create_time=datetime_to_timestamp(token.create_time),
+        last_use_time=(
+            None if token.last_use_time is None else datetime_to_timestamp(token.last_use_time)
+        ),
+    )
 
 
 def athlete_to_proto(athlete: Athlete) -> athlete_pb2.Athlete:

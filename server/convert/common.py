@@ -58,7 +58,9 @@ def date_to_domain(value: date_pb2.Date, field: str, violations: Violations) -> 
 
 
 def date_to_proto(value: dt.date | None) -> date_pb2.Date | None:
-    return None if value is None else date_pb2.Date(year=value.year, month=value.month, day=value.day)
+    return (
+        None if value is None else date_pb2.Date(year=value.year, month=value.month, day=value.day)
+    )
 
 
 def fields_to_update(

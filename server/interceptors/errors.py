@@ -14,7 +14,7 @@ from server import errors
 log = structlog.get_logger(__name__)
 
 
-class ErrorInterceptor(AsyncServerInterceptor):  # type: ignore[misc]
+class ErrorInterceptor(AsyncServerInterceptor):
     async def intercept(
         self,
         method: Callable[..., Any],

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
-from stride.v1 import activity_pb2, activity_pb2_grpc
+from stride.v1 import activity_pb2, activity_pb2_grpc, job_pb2
 
 from domain import names
 from domain.activities import EDITABLE_FIELDS, ActivityFilter, SampleQuery
@@ -106,7 +106,7 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         )
         violations.raise_if_any()
         activities, token = await self._run(
-            self._activities.list, athlete_id, where, request.page_size, request.page_token
+            self._activities.list_page, athlete_id, where, request.page_size, request.page_token
         )
         return activity_pb2.ListActivitiesResponse(
             activities=[convert.activity_to_proto(a) for a in activities], next_page_token=token
@@ -132,6 +132,13 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
             if len(chunk) < query.chunk_size:
                 return
             after = chunk[-1].time
+
+    async def UploadActivityFile(
+        self,
+        request_iterator: AsyncIterator[activity_pb2.UploadActivityFileRequest],
+        context: Context,
+    ) -> job_pb2.Job:
+        raise NotImplementedError  # file import arrives with the import jobs
 
 
 def _sample_query(

@@ -13,15 +13,19 @@ from domain.athletes import PROFILE_FIELDS
 from domain.errors import Violations
 from server.blocking import BlockingRunner
 from server.convert import athletes as convert
-from server.convert.common import fields_to_update
+from server.convert.common import fields_to_update, timestamp_to_datetime
 from services.athletes import AthleteService
+from services.tokens import AccessTokenService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
-    def __init__(self, athletes: AthleteService, run: BlockingRunner) -> None:
+    def __init__(
+        self, athletes: AthleteService, tokens: AccessTokenService, run: BlockingRunner
+    ) -> None:
         self._athletes = athletes
+        self._tokens = tokens
         self._run = run
 
     async def CreateAthlete(
@@ -29,9 +33,7 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
     ) -> athlete_pb2.Athlete:
         violations = Violations()
         profile = convert.profile_from_proto(request.athlete, violations)
-        athlete = await self._run(
-            self._athletes.create, profile, request.request_id, violations
-        )
+        athlete = await self._run(self._athletes.create, profile, request.request_id, violations)
         return convert.athlete_to_proto(athlete)
 
     async def GetAthlete(
@@ -69,8 +71,45 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
         self, request: athlete_pb2.ListAthletesRequest, context: Context
     ) -> athlete_pb2.ListAthletesResponse:
         athletes, token = await self._run(
-            self._athletes.list, request.page_size, request.page_token
+            self._athletes.list_page, request.page_size, request.page_token
         )
         return athlete_pb2.ListAthletesResponse(
             athletes=[convert.athlete_to_proto(a) for a in athletes], next_page_token=token
         )
+
+    async def CreateAccessToken(
+        self, request: athlete_pb2.CreateAccessTokenRequest, context: Context
+    ) -> athlete_pb2.AccessToken:
+        violations = Violations()
+        athlete_id = names.parse_athlete(request.parent, "parent", violations)
+        expire_time = (
+            timestamp_to_datetime(
+                request.access_token.expire_time, "access_token.expire_time", violations
+            )
+            if request.access_token.HasField("expire_time")
+            else None
+        )
+        violations.raise_if_any()
+        issued = await self._run(
+            self._tokens.issue, athlete_id, request.access_token.display_name, expire_time
+        )
+        return convert.access_token_to_proto(issued.token, issued.secret)
+
+    async def ListAccessTokens(
+        self, request: athlete_pb2.ListAccessTokensRequest, context: Context
+    ) -> athlete_pb2.ListAccessTokensResponse:
+        athlete_id = names.parse_athlete(request.parent, "parent")
+        tokens, next_token = await self._run(
+            self._tokens.list_page, athlete_id, request.page_size, request.page_token
+        )
+        return athlete_pb2.ListAccessTokensResponse(
+            access_tokens=[convert.access_token_to_proto(t) for t in tokens],
+            next_page_token=next_token,
+        )
+
+    async def DeleteAccessToken(
+        self, request: athlete_pb2.DeleteAccessTokenRequest, context: Context
+    ) -> empty_pb2.Empty:
+        athlete_id, token_id = names.parse_access_token(request.name, "name")
+        await self._run(self._tokens.revoke, athlete_id, token_id)
+        return empty_pb2.Empty()

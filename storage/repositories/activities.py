@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from domain.activities import (
@@ -20,6 +20,7 @@ from domain.activities import (
     Visibility,
 )
 from storage.models import ActivityRow, ActivitySampleRow
+from storage.repositories.keyset import after_position
 
 
 def _to_domain(row: ActivityRow) -> Activity:
@@ -144,18 +145,9 @@ class ActivityRepository:
         else:
             query = query.order_by(ActivityRow.start_time, ActivityRow.id)
         if after is not None:
-            time, last_id = after
-            if where.descending:
-                beyond = or_(
-                    ActivityRow.start_time < time,
-                    and_(ActivityRow.start_time == time, ActivityRow.id < last_id),
-                )
-            else:
-                beyond = or_(
-                    ActivityRow.start_time > time,
-                    and_(ActivityRow.start_time == time, ActivityRow.id > last_id),
-                )
-            query = query.where(beyond)
+            query = query.where(
+                after_position(ActivityRow.start_time, ActivityRow.id, after, where.descending)
+            )
         return [_to_domain(row) for row in self.session.scalars(query.limit(limit))]
 
 

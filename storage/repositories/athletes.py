@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from sqlalchemy import Select, and_, delete, or_, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from domain.athletes import Athlete, AthleteProfile, Sex, StravaState
 from storage.models import AthleteRow, StravaConnectionRow
+from storage.repositories.keyset import after_position
 
 
 def _to_domain(row: AthleteRow, strava_state: str | None) -> Athlete:
@@ -30,7 +31,7 @@ def _to_domain(row: AthleteRow, strava_state: str | None) -> Athlete:
     )
 
 
-def _select() -> Select[tuple[AthleteRow, str | None]]:
+def _select() -> Select[AthleteRow, str]:
     return select(AthleteRow, StravaConnectionRow.state).outerjoin(
         StravaConnectionRow, StravaConnectionRow.athlete_id == AthleteRow.id
     )
@@ -55,7 +56,7 @@ class AthleteRepository:
 
     def get(self, athlete_id: str) -> Athlete | None:
         found = self.session.execute(_select().where(AthleteRow.id == athlete_id)).first()
-        return _to_domain(*found) if found else None
+        return _to_domain(found[0], found[1]) if found else None
 
     def exists(self, athlete_id: str) -> bool:
         query = select(AthleteRow.id).where(AthleteRow.id == athlete_id)
@@ -63,7 +64,7 @@ class AthleteRepository:
 
     def get_by_request_id(self, request_id: str) -> Athlete | None:
         found = self.session.execute(_select().where(AthleteRow.request_id == request_id)).first()
-        return _to_domain(*found) if found else None
+        return _to_domain(found[0], found[1]) if found else None
 
     def update(self, athlete_id: str, profile: AthleteProfile) -> Athlete | None:
         row = self.session.get(AthleteRow, athlete_id, with_for_update=True)
@@ -76,21 +77,15 @@ class AthleteRepository:
         return self.get(athlete_id)
 
     def delete(self, athlete_id: str) -> bool:
-        """Deletes the athlete; activities, samples, tokens and jobs go with it (ON DELETE CASCADE)."""
+        """Activities, samples, tokens and jobs go with the athlete (ON DELETE CASCADE)."""
         result = self.session.execute(delete(AthleteRow).where(AthleteRow.id == athlete_id))
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def list(self, after: tuple[dt.datetime, str] | None, limit: int) -> list[Athlete]:
         query = _select().order_by(AthleteRow.create_time, AthleteRow.id).limit(limit)
         if after is not None:
-            time, last_id = after
-            query = query.where(
-                or_(
-                    AthleteRow.create_time > time,
-                    and_(AthleteRow.create_time == time, AthleteRow.id > last_id),
-                )
-            )
-        return [_to_domain(*found) for found in self.session.execute(query).all()]
+            query = query.where(after_position(AthleteRow.create_time, AthleteRow.id, after))
+        return [_to_domain(row, state) for row, state in self.session.execute(query).all()]
 
 
 def _columns(profile: AthleteProfile) -> dict[str, object]:
