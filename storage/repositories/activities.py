@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from domain.activities import (
@@ -23,7 +23,11 @@ from storage.models import ActivityRow, ActivitySampleRow
 from storage.repositories.keyset import after_position
 
 
-def _to_domain(row: ActivityRow) -> Activity:
+# Every column but `raw`, which only re-computation reads; lists load plain rows, not ORM objects.
+_COLUMNS = [column for column in ActivityRow.__table__.columns if column.name != "raw"]
+
+
+def _to_domain(row: ActivityRow | Row[Any]) -> Activity:
     return Activity(
         id=row.id,
         athlete_id=row.athlete_id,
@@ -133,7 +137,7 @@ class ActivityRepository:
         after: tuple[dt.datetime, str] | None,
         limit: int,
     ) -> list[Activity]:
-        query = select(ActivityRow).where(ActivityRow.athlete_id == athlete_id)
+        query = select(*_COLUMNS).where(ActivityRow.athlete_id == athlete_id)
         if where.start_from is not None:
             query = query.where(ActivityRow.start_time >= where.start_from)
         if where.start_to is not None:
@@ -148,7 +152,7 @@ class ActivityRepository:
             query = query.where(
                 after_position(ActivityRow.start_time, ActivityRow.id, after, where.descending)
             )
-        return [_to_domain(row) for row in self.session.scalars(query.limit(limit))]
+        return [_to_domain(row) for row in self.session.execute(query.limit(limit))]
 
 
 _SAMPLE_COLUMNS = (

@@ -1,0 +1,5 @@
+"""`make bench`: every benchmark, each against its baseline in the same run."""
+
+from bench import reads
+
+reads.run()
