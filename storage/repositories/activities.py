@@ -22,7 +22,6 @@ from domain.activities import (
 from storage.models import ActivityRow, ActivitySampleRow
 from storage.repositories.keyset import after_position
 
-
 # Every column but `raw`, which only re-computation reads; lists load plain rows, not ORM objects.
 _COLUMNS = [column for column in ActivityRow.__table__.columns if column.name != "raw"]
 
