@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.tokens import ADMIN_TOKEN_PREFIX, digest, new_secret
+
 ENV_PREFIX = "STRIDE_"
 
 
@@ -59,6 +61,29 @@ class Settings(BaseSettings):
 
     # Secrets
     secret_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    # Observability
+    otlp_endpoint: str | None = None
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str = "production"
+    health_check_interval_seconds: float = Field(default=5.0, gt=0)
+
+    # Rate limiting: token buckets per principal and per client IP
+    rate_limit_enabled: bool = True
+    rate_limit_principal_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_principal_burst: float = Field(default=100.0, gt=0)
+    rate_limit_ip_per_second: float = Field(default=50.0, gt=0)
+    rate_limit_ip_burst: float = Field(default=200.0, gt=0)
+    # Cost of one call by `Service/Method`; every other method costs 1.
+    rate_limit_method_costs: dict[str, float] = Field(
+        default_factory=lambda: {
+            "SyncService/StartSync": 20.0,
+            "ActivityService/UploadActivityFile": 20.0,
+            "SyncService/ConnectStrava": 5.0,
+        }
+    )
+    redis_timeout_seconds: float = Field(default=0.25, gt=0)
 
     # API behaviour
     default_page_size: int = Field(default=50, ge=1)
@@ -108,6 +133,13 @@ class Settings(BaseSettings):
         return self.embedded if self.auto_migrate is None else self.auto_migrate
 
     @cached_property
+    def admin_token_digest(self) -> str:
+        """Digest of the admin token; generated once into the data directory when not configured."""
+        if self.admin_token is not None:
+            return digest(self.admin_token.get_secret_value())
+        return admin_token_digest_in(self.data_dir)
+
+    @cached_property
     def signing_key(self) -> bytes:
         """Key for page tokens; generated once into the data directory when not configured."""
         if self.secret_key is not None:
@@ -126,6 +158,26 @@ def read_or_create_secret(path: Path) -> bytes:
     with os.fdopen(fd, "wb") as file:
         file.write(value)
     return value
+
+
+ADMIN_TOKEN_FILE = "admin_token"
+ADMIN_DIGEST_FILE = "admin_token.sha256"
+
+
+def admin_token_digest_in(data_dir: Path) -> str:
+    """Create the admin token on first use: only its digest is kept for checking; the token
+    itself is written once to an owner-only file for the operator to read (and may be deleted).
+    """
+    digest_path = data_dir / ADMIN_DIGEST_FILE
+    if digest_path.exists():
+        return digest_path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = new_secret(ADMIN_TOKEN_PREFIX)
+    fd = os.open(data_dir / ADMIN_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token + "\n")
+    digest_path.write_text(digest(token) + "\n")
+    return digest(token)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,4 +1,4 @@
-"""The composition root: builds storage, services, servicers and the gRPC server."""
+"""The composition root: builds storage, services, interceptors, servicers and the server."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 
 # `_async` is what grpc_health.v1.health re-exports as `aio`.
 from grpc_health.v1._async import HealthServicer
+from grpc_interceptor.server import AsyncServerInterceptor
+from redis.asyncio import Redis
 from stride.v1 import (
     activity_pb2,
     activity_pb2_grpc,
@@ -25,13 +27,20 @@ from stride.v1 import (
     sync_pb2_grpc,
 )
 
-from core.settings import Settings
+from core.settings import ADMIN_TOKEN_FILE, Settings
+from core.telemetry import instrument_engine
 from domain.pagination import PageTokens
 from server import reflection
 from server.blocking import BlockingRunner
+from server.health import HealthMonitor
+from server.interceptors.auth import Authenticator, AuthInterceptor
 from server.interceptors.errors import ErrorInterceptor
+from server.interceptors.ratelimit import RateLimitInterceptor
+from server.interceptors.telemetry import TelemetryInterceptor
 from server.metrics import MetricsEndpoint
+from server.ratelimit import RateLimiter
 from server.servicers.activities import ActivityServicer
+from server.servicers.admin import AdminServicer
 from server.servicers.athletes import AthleteServicer
 from services.activities import ActivityService
 from services.athletes import AthleteService
@@ -60,19 +69,24 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: HealthServicer
+    monitor: HealthMonitor
     database: Database
+    redis: Redis | None
     runner: BlockingRunner
     metrics: MetricsEndpoint | None
     workers: InProcessWorkers | None
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, release resources."""
+        await self.monitor.stop()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.workers is not None:
             await asyncio.to_thread(self.workers.stop)
         await asyncio.to_thread(self.runner.shutdown)
         self.database.dispose()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.metrics is not None:
             self.metrics.close()
         log.info("server stopped")
@@ -86,10 +100,38 @@ def build_database(settings: Settings) -> Database:
         recycle_seconds=settings.db_pool_recycle_seconds,
         pre_ping=settings.db_pool_pre_ping,
     )
-    return Database(settings.primary_database_url, settings.replica_database_urls, pool)
+    database = Database(settings.primary_database_url, settings.replica_database_urls, pool)
+    for engine in [database.primary, *database.replicas]:
+        instrument_engine(engine)
+    return database
 
 
-async def start(settings: Settings) -> RunningServer:
+def _interceptors(
+    settings: Settings, tokens: AccessTokenService, runner: BlockingRunner, limiter: RateLimiter
+) -> list[AsyncServerInterceptor]:
+    """Outermost first: telemetry sees the final status that the error layer produces for
+    failures of authentication, rate limiting and handlers alike."""
+    chain: list[AsyncServerInterceptor] = [
+        TelemetryInterceptor(),
+        ErrorInterceptor(),
+        AuthInterceptor(Authenticator(settings.admin_token_digest, tokens, runner)),
+    ]
+    if settings.rate_limit_enabled:
+        chain.append(
+            RateLimitInterceptor(
+                limiter,
+                principal_rate=settings.rate_limit_principal_per_second,
+                principal_burst=settings.rate_limit_principal_burst,
+                ip_rate=settings.rate_limit_ip_per_second,
+                ip_burst=settings.rate_limit_ip_burst,
+                method_costs=settings.rate_limit_method_costs,
+            )
+        )
+    return chain
+
+
+async def start(settings: Settings, *, interceptors: bool = True) -> RunningServer:
+    """Build and start the server. `interceptors=False` exists for the benchmark baseline."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = build_database(settings)
     await asyncio.to_thread(database.wait_until_reachable, settings.db_connect_attempts)
@@ -100,45 +142,59 @@ async def start(settings: Settings) -> RunningServer:
     paging = Paging(
         PageTokens(settings.signing_key), settings.default_page_size, settings.max_page_size
     )
+    tokens = AccessTokenService(database, paging)
+    redis = None
+    if settings.redis_url is not None:
+        redis = Redis.from_url(
+            settings.redis_url.get_secret_value(),
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+        )
+    limiter = RateLimiter(redis)
+    huey = make_huey(settings)
 
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=_interceptors(settings, tokens, runner, limiter) if interceptors else [],
         options=[("grpc.so_reuseport", 1)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
+    health = HealthServicer()
+    monitor = HealthMonitor(
+        health,
+        SERVICE_NAMES,
+        database=database,
+        run=runner,
+        redis=redis,
+        huey=huey,
+        limiter=limiter,
+        interval=settings.health_check_interval_seconds,
+    )
     athlete_pb2_grpc.add_AthleteServiceServicer_to_server(
-        AthleteServicer(
-            AthleteService(database, paging), AccessTokenService(database, paging), runner
-        ),
-        server,
+        AthleteServicer(AthleteService(database, paging), tokens, runner), server
     )
     activity_pb2_grpc.add_ActivityServiceServicer_to_server(
         ActivityServicer(ActivityService(database, paging), runner, settings.sample_chunk_size),
         server,
     )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(monitor), server)
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
     sync = sync_pb2_grpc.SyncServiceServicer()  # type: ignore[abstract]
-    admin = admin_pb2_grpc.AdminServiceServicer()  # type: ignore[abstract]
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(analytics, server)
     sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)
-
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable(server, [*SERVICE_NAMES, "grpc.health.v1.Health"])
 
     port = server.add_insecure_port(settings.listen_address)
     await server.start()
+    await monitor.start()
 
     workers = None
     if settings.embedded:
-        workers = InProcessWorkers(make_huey(settings), settings.huey_workers)
+        workers = InProcessWorkers(huey, settings.huey_workers)
         workers.start()
     metrics = MetricsEndpoint(settings.metrics_address) if settings.metrics_address else None
 
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = settings.listen_address.rpartition(":")[0]
     log.info(
         "server started",
@@ -146,8 +202,13 @@ async def start(settings: Settings) -> RunningServer:
         port=port,
         metrics_port=metrics.port if metrics else None,
         database=database.primary.url.render_as_string(hide_password=True),
+        admin_token_file=(
+            str((settings.data_dir / ADMIN_TOKEN_FILE).resolve())
+            if settings.admin_token is None
+            else None
+        ),
     )
-    return RunningServer(server, port, health_servicer, database, runner, metrics, workers)
+    return RunningServer(server, port, health, monitor, database, redis, runner, metrics, workers)
 
 
 async def serve(settings: Settings) -> None:

@@ -7,8 +7,10 @@ import sys
 
 import structlog
 
+from core.error_reporting import configure_sentry
 from core.logging import configure_logging
 from core.settings import SettingsError, load_settings
+from core.telemetry import configure_tracing
 from server.app import serve
 from storage.database import DatabaseUnavailable
 
@@ -20,6 +22,11 @@ def main() -> None:
         print(f"stride: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_level, settings.log_format)
+    configure_tracing(settings.otlp_endpoint)
+    configure_sentry(
+        settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
+        settings.sentry_environment,
+    )
     try:
         asyncio.run(serve(settings))
     except (DatabaseUnavailable, RuntimeError) as exc:

@@ -126,6 +126,23 @@ class Database:
                     f"{exc.last_attempt.exception()}"
                 ) from None
 
+    def ping(self) -> None:
+        """One round trip to the primary (health checks)."""
+        with self.primary.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def pool_status(self) -> dict[str, tuple[int, int]]:
+        """(checked out, overflow) per engine, for metrics."""
+        status = {}
+        for label, engine in [
+            ("primary", self.primary),
+            *((f"replica{i}", e) for i, e in enumerate(self.replicas)),
+        ]:
+            pool: Any = engine.pool
+            if hasattr(pool, "checkedout"):
+                status[label] = (int(pool.checkedout()), max(0, int(pool.overflow())))
+        return status
+
     def dispose(self) -> None:
         for engine in [self.primary, *self.replicas]:
             engine.dispose()

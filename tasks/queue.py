@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-from huey import Huey, RedisHuey, SqliteHuey
+from typing import Any
+
+import structlog
+from huey import Huey, RedisHuey, SqliteHuey, signals
 from huey.consumer import Consumer
 
+from core.error_reporting import report
 from core.settings import Settings
 
 NAME = "stride"
 
 
 def make_huey(settings: Settings) -> Huey:
+    huey: Huey
     if settings.redis_url is not None:
-        return RedisHuey(NAME, url=settings.redis_url.get_secret_value())
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteHuey(NAME, filename=str(settings.data_dir / "huey.db"))
+        huey = RedisHuey(NAME, url=settings.redis_url.get_secret_value())
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        huey = SqliteHuey(NAME, filename=str(settings.data_dir / "huey.db"))
+
+    huey.signal(signals.SIGNAL_ERROR)(_report_task_error)
+    return huey
+
+
+def _report_task_error(signal: str, task: Any, exc: BaseException | None = None) -> None:
+    if exc is not None:
+        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+        report(exc, task=task.name, task_id=task.id, request_id=str(request_id))
 
 
 class _EmbeddedConsumer(Consumer):  # type: ignore[misc]

@@ -13,7 +13,9 @@ from stride.v1 import activity_pb2_grpc, athlete_pb2_grpc
 from storage import migrate
 from storage.database import Database, PoolOptions
 from tests.support import (
+    ADMIN_TOKEN,
     ServerThread,
+    channel_as,
     make_settings,
     postgres_available,
     postgres_database,
@@ -55,7 +57,8 @@ def server(database_url: str | None, tmp_path: Path) -> Iterator[ServerThread]:
 
 @pytest.fixture
 def channel(server: ServerThread) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as channel:
+    """A channel acting as the operator (admin token)."""
+    with channel_as(server.address, ADMIN_TOKEN) as channel:
         yield channel
 
 

@@ -26,6 +26,7 @@ from storage.repositories.activities import ActivityRepository, SampleRepository
 from storage.repositories.athletes import AthleteRepository
 
 PG_ADMIN_DSN = os.environ.get("STRIDE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres")
+ADMIN_TOKEN = "stride_admin_test-token"
 PG_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
@@ -58,6 +59,9 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) ->
         "metrics_address": None,
         "auto_migrate": True,
         "secret_key": "test-secret",
+        "admin_token": ADMIN_TOKEN,
+        "rate_limit_enabled": False,
+        "health_check_interval_seconds": 0.5,
         "db_pool_size": 5,
         "db_max_overflow": 5,
         "db_connect_attempts": 2,
@@ -98,6 +102,42 @@ class ServerThread:
     def address(self) -> str:
         assert self.running is not None
         return f"127.0.0.1:{self.running.port}"
+
+
+class _Bearer(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds `authorization: Bearer <token>` (and any extra metadata) to every call."""
+
+    def __init__(self, metadata: list[tuple[str, str]]) -> None:
+        self._metadata = metadata
+
+    def _with(self, details: Any) -> Any:
+        return details._replace(metadata=[*(details.metadata or []), *self._metadata])
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._with(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._with(details), requests)
+
+
+@contextmanager
+def channel_as(address: str, token: str | None, **extra: str) -> Iterator[grpc.Channel]:
+    """A channel whose calls carry `token` (none when None) and `extra` metadata."""
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    metadata += list(extra.items())
+    with grpc.insecure_channel(address) as raw:
+        yield grpc.intercept_channel(raw, _Bearer(metadata)) if metadata else raw
 
 
 def status_of(error: grpc.RpcError) -> status_pb2.Status:

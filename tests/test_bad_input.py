@@ -17,7 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
-from tests.support import ServerThread, detail, make_settings, postgres_database
+from tests.support import (
+    ADMIN_TOKEN,
+    ServerThread,
+    channel_as,
+    detail,
+    make_settings,
+    postgres_database,
+)
 
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 EXAMPLES = settings(
@@ -72,7 +79,7 @@ def world(
             url = stack.enter_context(postgres_database(template=template))
         data_dir = tmp_path_factory.mktemp("bad-input")
         server = stack.enter_context(ServerThread(make_settings(data_dir, url)))
-        channel = stack.enter_context(grpc.insecure_channel(server.address))
+        channel = stack.enter_context(channel_as(server.address, ADMIN_TOKEN))
         yield World(channel)
 
 

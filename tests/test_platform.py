@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from stride.v1 import admin_pb2, admin_pb2_grpc
 
 from server.app import SERVICE_NAMES
-from tests.support import ServerThread, make_settings, reason
+from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings, reason
 
 STRIDE_SERVICES = {
     "stride.v1.AthleteService",
@@ -104,6 +104,8 @@ def test_grpcurl_calls_a_method_and_sees_rich_errors(embedded: ServerThread) -> 
         [
             _grpcurl(),
             "-plaintext",
+            "-H",
+            f"authorization: Bearer {ADMIN_TOKEN}",
             "-d",
             '{"athlete": {"display_name": "Ada", "time_zone": "Europe/London"}}',
             embedded.address,
@@ -119,6 +121,8 @@ def test_grpcurl_calls_a_method_and_sees_rich_errors(embedded: ServerThread) -> 
         [
             _grpcurl(),
             "-plaintext",
+            "-H",
+            f"authorization: Bearer {ADMIN_TOKEN}",
             "-d",
             '{"athlete": {"time_zone": "Mars/Olympus"}}',
             embedded.address,
@@ -134,7 +138,7 @@ def test_grpcurl_calls_a_method_and_sees_rich_errors(embedded: ServerThread) -> 
 
 
 def test_methods_not_built_yet_answer_unimplemented(embedded: ServerThread) -> None:
-    with grpc.insecure_channel(embedded.address) as channel:
+    with channel_as(embedded.address, ADMIN_TOKEN) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.FlushCache(admin_pb2.FlushCacheRequest())

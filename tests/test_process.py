@@ -12,13 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-import grpc
 from stride.v1 import activity_pb2, activity_pb2_grpc
 
 from domain.names import activity_name
 from storage import migrate
 from storage.database import Database, PoolOptions
-from tests.support import seed_activity_with_samples
+from tests.support import ADMIN_TOKEN, channel_as, seed_activity_with_samples
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +29,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         STRIDE_LISTEN_ADDRESS="127.0.0.1:0",
         STRIDE_METRICS_ADDRESS="127.0.0.1:0",
         STRIDE_LOG_FORMAT="json",
+        STRIDE_ADMIN_TOKEN=ADMIN_TOKEN,
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
     )
     env.update(extra)
@@ -69,7 +69,7 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path)
     )
     try:
         port = _wait_for_port(process)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with channel_as(f"127.0.0.1:{port}", ADMIN_TOKEN) as channel:
             stub = activity_pb2_grpc.ActivityServiceStub(channel)
             stream = stub.StreamActivitySamples(
                 activity_pb2.StreamActivitySamplesRequest(

@@ -18,7 +18,7 @@ from storage import migrate
 from storage.database import Database, PoolOptions
 from storage.models import Base
 from storage.repositories.athletes import AthleteRepository
-from tests.support import ServerThread, make_settings, postgres_database
+from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings, postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -66,7 +66,7 @@ def test_reads_go_to_the_replica_and_writes_to_the_primary(tmp_path: Path) -> No
         replica.dispose()
 
         settings = make_settings(tmp_path, primary_url, database_replica_urls=[replica_url])
-        with ServerThread(settings) as server, grpc.insecure_channel(server.address) as channel:
+        with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as channel:
             stub = athlete_pb2_grpc.AthleteServiceStub(channel)
             written = stub.CreateAthlete(
                 athlete_pb2.CreateAthleteRequest(

@@ -9,7 +9,9 @@ import grpc
 import structlog
 from grpc_interceptor.server import AsyncServerInterceptor
 
+from core.error_reporting import report
 from server import errors
+from server.principal import current_principal
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +52,17 @@ async def _abort(
         raise exc
     rpc_error = errors.from_exception(exc, method_name)
     if rpc_error is None:
-        request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-        log.exception("unhandled error", method=method_name)
-        rpc_error = errors.internal(request_id)
+        bound = structlog.contextvars.get_contextvars()
+        principal = current_principal.get()
+        log.exception("unhandled error")
+        report(
+            exc,
+            request_id=str(bound.get("request_id", "")),
+            trace_id=str(bound.get("trace_id", "")),
+            method=method_name,
+            principal=principal.label if principal else "anonymous",
+        )
+        rpc_error = errors.internal(str(bound.get("request_id", "")))
     await context.abort(
         rpc_error.code, rpc_error.message, trailing_metadata=rpc_error.trailing_metadata()
     )

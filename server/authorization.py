@@ -1,0 +1,101 @@
+"""Who may call what: every stride.v1 method is classified here (a test checks coverage).
+
+* PUBLIC: no credentials (Strava's webhook calls, which carry their own verify token).
+* ADMIN: the admin token only.
+* AUTHENTICATED: any valid token.
+* athlete-scoped: the athlete named by a request field; an athlete token reaches only its own.
+
+Athletes get PERMISSION_DENIED for other athletes' resources whether or not they exist
+(permission is checked before existence, AIP-193), so existence never leaks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from domain.errors import PermissionDenied
+from server.principal import Principal
+
+PUBLIC = "public"
+ADMIN = "admin"
+AUTHENTICATED = "authenticated"
+
+_ATHLETE = re.compile(r"athletes/([^/]+)(?:/.*)?")
+
+
+def _field(path: str) -> Callable[[Any], str]:
+    def read(request: Any) -> str:
+        value = request
+        for part in path.split("."):
+            value = getattr(value, part)
+        return str(value)
+
+    return read
+
+
+# Method -> PUBLIC / ADMIN / AUTHENTICATED, or the request field naming the athlete.
+POLICY: dict[str, str | Callable[[Any], str]] = {
+    "/stride.v1.AthleteService/CreateAthlete": ADMIN,
+    "/stride.v1.AthleteService/ListAthletes": ADMIN,
+    "/stride.v1.AthleteService/GetAthlete": _field("name"),
+    "/stride.v1.AthleteService/UpdateAthlete": _field("athlete.name"),
+    "/stride.v1.AthleteService/DeleteAthlete": _field("name"),
+    "/stride.v1.AthleteService/CreateAccessToken": _field("parent"),
+    "/stride.v1.AthleteService/ListAccessTokens": _field("parent"),
+    "/stride.v1.AthleteService/DeleteAccessToken": _field("name"),
+    "/stride.v1.ActivityService/CreateActivity": _field("parent"),
+    "/stride.v1.ActivityService/GetActivity": _field("name"),
+    "/stride.v1.ActivityService/UpdateActivity": _field("activity.name"),
+    "/stride.v1.ActivityService/DeleteActivity": _field("name"),
+    "/stride.v1.ActivityService/ListActivities": _field("parent"),
+    "/stride.v1.ActivityService/StreamActivitySamples": _field("name"),
+    # Client streaming: checked on the first message, which carries the header.
+    "/stride.v1.ActivityService/UploadActivityFile": _field("header.parent"),
+    "/stride.v1.AnalyticsService/AgeGrade": AUTHENTICATED,
+    "/stride.v1.AnalyticsService/GetTrainingSummary": _field("athlete"),
+    "/stride.v1.AnalyticsService/ListPersonalRecords": _field("athlete"),
+    "/stride.v1.AnalyticsService/GetFitnessTrend": _field("athlete"),
+    "/stride.v1.SyncService/GetStravaAuthorizationUrl": _field("athlete"),
+    "/stride.v1.SyncService/ConnectStrava": _field("athlete"),
+    "/stride.v1.SyncService/DisconnectStrava": _field("athlete"),
+    "/stride.v1.SyncService/StartSync": _field("athlete"),
+    "/stride.v1.SyncService/ListJobs": _field("athlete"),
+    # Job names do not name their athlete; owners are let in by the job service itself
+    # once jobs exist. Until then only the operator reaches them.
+    "/stride.v1.SyncService/GetJob": ADMIN,
+    "/stride.v1.SyncService/CancelJob": ADMIN,
+    "/stride.v1.SyncService/WatchJob": ADMIN,
+    "/stride.v1.SyncService/VerifyStravaWebhook": PUBLIC,
+    "/stride.v1.SyncService/HandleStravaWebhookEvent": PUBLIC,
+    "/stride.v1.AdminService/ListDeadLetters": ADMIN,
+    "/stride.v1.AdminService/RetryDeadLetter": ADMIN,
+    "/stride.v1.AdminService/DeleteDeadLetter": ADMIN,
+    "/stride.v1.AdminService/GetRateLimitState": ADMIN,
+    "/stride.v1.AdminService/FlushCache": ADMIN,
+    "/stride.v1.AdminService/GetDependencyHealth": ADMIN,
+}
+
+
+def is_public(method: str) -> bool:
+    return POLICY.get(method) == PUBLIC
+
+
+def needs_request(method: str) -> bool:
+    return callable(POLICY.get(method))
+
+
+def authorize(principal: Principal, method: str, request: Any = None) -> None:
+    """Raise PermissionDenied unless `principal` may call `method` with `request`."""
+    rule = POLICY.get(method, ADMIN)  # an unlisted method is operator-only
+    if principal.is_admin or rule in (PUBLIC, AUTHENTICATED):
+        return
+    if rule == ADMIN:
+        raise PermissionDenied(f"{method} needs the admin token", reason="ADMIN_ONLY")
+    assert callable(rule)
+    match = _ATHLETE.fullmatch(rule(request))
+    if match is None or match.group(1) != principal.athlete_id:
+        raise PermissionDenied(
+            f"{principal.label} may not act on this resource", reason="NOT_YOUR_RESOURCE"
+        )

@@ -1,0 +1,128 @@
+"""Request ids, the RPC's trace span, metrics and one structured log line per call."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import structlog
+from grpc_interceptor.server import AsyncServerInterceptor
+from opentelemetry import trace
+
+from core import metrics
+from core.telemetry import context_from_metadata, tracer
+from server.interceptors.base import Context, Handler, count_stream, metadata_of
+from server.principal import current_principal
+
+log = structlog.get_logger("stride.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _request_id(metadata: dict[str, str]) -> str:
+    offered = metadata.get("x-request-id", "")
+    return offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+
+
+class TelemetryInterceptor(AsyncServerInterceptor):
+    async def intercept(
+        self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
+    ) -> Any:
+        metadata = metadata_of(context)
+        request_id = _request_id(metadata)
+        await context.send_initial_metadata((("x-request-id", request_id),))
+        call = _Call(method_name, request_id, context)
+        span = tracer().start_span(
+            method_name.lstrip("/"),
+            context=context_from_metadata(metadata),
+            kind=trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.method": method_name, "request.id": request_id},
+        )
+        call.begin(span)
+        if hasattr(request_or_iterator, "__aiter__"):
+            request_or_iterator = count_stream(request_or_iterator, call.received)
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                result = method(request_or_iterator, context)
+                if hasattr(result, "__aiter__"):
+                    return self._stream(result, call)
+                response = await result
+        except BaseException as exc:
+            call.end(exc)
+            raise
+        call.end(None)
+        return response
+
+    async def _stream(self, responses: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+        try:
+            with trace.use_span(call.span, end_on_exit=False):
+                async for response in responses:
+                    call.sent[0] += 1
+                    yield response
+        except BaseException as exc:
+            call.end(exc)
+            raise
+        call.end(None)
+
+
+class _Call:
+    """Book-keeping for one RPC from its first to its last message."""
+
+    def __init__(self, method: str, request_id: str, context: Context) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.context = context
+        self.sent = [0]
+        self.received = [0]
+        self.started = time.perf_counter()
+        self.span: trace.Span = trace.INVALID_SPAN
+
+    def begin(self, span: trace.Span) -> None:
+        self.span = span
+        trace_id = format(span.get_span_context().trace_id, "032x")
+        structlog.contextvars.bind_contextvars(
+            request_id=self.request_id, trace_id=trace_id, method=self.method
+        )
+        metrics.RPC_STARTED.labels(self.method).inc()
+        metrics.RPC_IN_FLIGHT.inc()
+
+    def end(self, error: BaseException | None) -> None:
+        duration = time.perf_counter() - self.started
+        code = _code(self.context, error)
+        metrics.RPC_IN_FLIGHT.dec()
+        metrics.RPC_HANDLED.labels(self.method, code.name).inc()
+        metrics.RPC_LATENCY.labels(self.method).observe(duration)
+        if self.sent[0]:
+            metrics.STREAM_MESSAGES_SENT.labels(self.method).inc(self.sent[0])
+        if self.received[0]:
+            metrics.STREAM_MESSAGES_RECEIVED.labels(self.method).inc(self.received[0])
+        principal = current_principal.get()
+        self.span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if principal is not None:
+            self.span.set_attribute("enduser.id", principal.label)
+        if code != grpc.StatusCode.OK:
+            self.span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
+        self.span.end()
+        fields: dict[str, Any] = {
+            "code": code.name,
+            "duration_ms": round(duration * 1000, 3),
+            "peer": self.context.peer(),
+            "principal": principal.label if principal else None,
+        }
+        if self.sent[0] or self.received[0]:
+            fields.update(messages_sent=self.sent[0], messages_received=self.received[0])
+        log.info("rpc", **fields)
+
+
+def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    if error is None:
+        code = context.code()
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
