@@ -14,7 +14,8 @@ def configure_sentry(dsn: str | None, environment: str) -> None:
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
-        send_default_pii=False,
+        # Frame locals would carry bearer headers and tokens into the report.
+        include_local_variables=False,
         # Errors are reported explicitly with their tags; log lines are not events.
         integrations=[LoggingIntegration(level=None, event_level=None)],
         default_integrations=False,

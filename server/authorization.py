@@ -94,7 +94,7 @@ def authorize(principal: Principal, method: str, request: Any = None) -> None:
     if rule == ADMIN:
         raise PermissionDenied(f"{method} needs the admin token", reason="ADMIN_ONLY")
     assert callable(rule)
-    match = _ATHLETE.fullmatch(rule(request))
+    match = _ATHLETE.fullmatch(rule(request)) if request is not None else None
     if match is None or match.group(1) != principal.athlete_id:
         raise PermissionDenied(
             f"{principal.label} may not act on this resource", reason="NOT_YOUR_RESOURCE"

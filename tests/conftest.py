@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from stride.v1 import activity_pb2_grpc, athlete_pb2_grpc
 
+from core.logging import configure_logging
+from core.telemetry import configure_tracing
 from storage import migrate
 from storage.database import Database, PoolOptions
 from tests.support import (
     ADMIN_TOKEN,
+    LogCapture,
     ServerThread,
     channel_as,
     make_settings,
@@ -22,6 +28,31 @@ from tests.support import (
 )
 
 IN_CI = os.environ.get("CI") == "true"
+
+# Logging and tracing are configured once per process, as the server's main() does.
+configure_logging("INFO", "json")
+SPANS = InMemorySpanExporter()
+configure_tracing(None, SimpleSpanProcessor(SPANS))
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    SPANS.clear()
+    return SPANS
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """Every JSON log line written while the test runs."""
+    capture = LogCapture()
+    root = logging.getLogger()
+    handler = logging.StreamHandler(capture.stream)
+    handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

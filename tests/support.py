@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
+import json
 import os
 import threading
 import uuid
@@ -138,6 +140,19 @@ def channel_as(address: str, token: str | None, **extra: str) -> Iterator[grpc.C
     metadata += list(extra.items())
     with grpc.insecure_channel(address) as raw:
         yield grpc.intercept_channel(raw, _Bearer(metadata)) if metadata else raw
+
+
+class LogCapture:
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.text.splitlines() if line.startswith("{")]
+        return [line for line in lines if event is None or line.get("event") == event]
 
 
 def status_of(error: grpc.RpcError) -> status_pb2.Status:

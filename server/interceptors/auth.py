@@ -59,19 +59,27 @@ class AuthInterceptor(AsyncServerInterceptor):
             principal = await self._authenticator.principal(header)
             current_principal.set(principal)
             if hasattr(request_or_iterator, "__aiter__"):
-                request_or_iterator = _authorize_first(request_or_iterator, principal, method_name)
+                request_or_iterator = await _authorize_stream(
+                    request_or_iterator, principal, method_name
+                )
             else:
                 authorization.authorize(principal, method_name, request_or_iterator)
         result = method(request_or_iterator, context)
         return result if hasattr(result, "__aiter__") else await result
 
 
-async def _authorize_first(
+async def _authorize_stream(
     requests: AsyncIterator[Any], principal: Principal, method_name: str
 ) -> AsyncIterator[Any]:
-    first = True
-    async for request in requests:
-        if first:
-            authorization.authorize(principal, method_name, request)
-            first = False
+    """Check a client stream on its first message (the header) before the handler runs."""
+    iterator = aiter(requests)
+    first = await anext(iterator, None)
+    authorization.authorize(principal, method_name, first)
+    return _prepend(first, iterator)
+
+
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is not None:
+        yield first
+    async for request in rest:
         yield request
