@@ -137,12 +137,12 @@ def test_task_joins_the_trace_and_request_of_the_call_that_enqueued_it(
     huey = MemoryHuey(immediate=True)
     seen: dict[str, str] = {}
 
-    @huey.task()
-    @traced
-    def import_file(path: str) -> None:
+    def import_file_body(path: str) -> None:
         seen["trace_id"] = format(trace.get_current_span().get_span_context().trace_id, "032x")
         seen["request_id"] = structlog.contextvars.get_contextvars().get("request_id", "")
         structlog.get_logger("test").info("importing", path=path)
+
+    import_file = huey.task()(traced(import_file_body))
 
     with (
         tracer().start_as_current_span("rpc", kind=trace.SpanKind.SERVER) as rpc,
@@ -152,7 +152,7 @@ def test_task_joins_the_trace_and_request_of_the_call_that_enqueued_it(
         rpc_trace = format(rpc.get_span_context().trace_id, "032x")
     # The task ran outside the caller's context (as a worker would) yet joined its trace.
     assert seen == {"trace_id": rpc_trace, "request_id": "req-task-1"}
-    task_span = next(s for s in spans.get_finished_spans() if s.name == "task import_file")
+    task_span = next(s for s in spans.get_finished_spans() if s.name == "task import_file_body")
     assert task_span.parent is not None
     assert task_span.parent.span_id == rpc.get_span_context().span_id
     (line,) = logs.events("importing")
