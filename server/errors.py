@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import grpc
@@ -56,7 +57,8 @@ class RpcError:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 retry = error_details_pb2.RetryInfo()
                 detail.Unpack(retry)
-                metadata.append(("retry-after", str(max(1, round(retry.retry_delay.seconds)))))
+                seconds = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
+                metadata.append(("retry-after", str(max(1, math.ceil(seconds)))))
         return tuple(metadata)
 
 

@@ -7,7 +7,9 @@ import datetime as dt
 import io
 import json
 import os
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -27,6 +29,7 @@ from storage.database import Database
 from storage.repositories.activities import ActivityRepository, SampleRepository
 from storage.repositories.athletes import AthleteRepository
 
+ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("STRIDE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres")
 ADMIN_TOKEN = "stride_admin_test-token"
 PG_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
@@ -52,6 +55,39 @@ def postgres_database(template: str | None = None) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_DSN + " dbname=postgres", autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for `python -m server` as a separate process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIDE_")}
+    env.update(
+        STRIDE_DATA_DIR=str(data_dir),
+        STRIDE_LISTEN_ADDRESS="127.0.0.1:0",
+        STRIDE_METRICS_ADDRESS="127.0.0.1:0",
+        STRIDE_LOG_FORMAT="json",
+        STRIDE_ADMIN_TOKEN=ADMIN_TOKEN,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+    )
+    env.update(extra)
+    return env
+
+
+def wait_for_port(process: subprocess.Popen[str]) -> int:
+    assert process.stderr is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            raise AssertionError(f"server exited early with {process.wait()}")
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == "server started":
+            # Keep draining so a chatty server never blocks on a full pipe.
+            threading.Thread(target=process.stderr.read, daemon=True).start()
+            return int(event["port"])
+    raise AssertionError("server did not start")
 
 
 def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:

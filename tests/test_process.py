@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,39 +15,14 @@ from stride.v1 import activity_pb2, activity_pb2_grpc
 from domain.names import activity_name
 from storage import migrate
 from storage.database import Database, PoolOptions
-from tests.support import ADMIN_TOKEN, channel_as, seed_activity_with_samples
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRIDE_")}
-    env.update(
-        STRIDE_DATA_DIR=str(data_dir),
-        STRIDE_LISTEN_ADDRESS="127.0.0.1:0",
-        STRIDE_METRICS_ADDRESS="127.0.0.1:0",
-        STRIDE_LOG_FORMAT="json",
-        STRIDE_ADMIN_TOKEN=ADMIN_TOKEN,
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
-    )
-    env.update(extra)
-    return env
-
-
-def _wait_for_port(process: subprocess.Popen[str]) -> int:
-    assert process.stderr is not None
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line:
-            raise AssertionError(f"server exited early with {process.wait()}")
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == "server started":
-            return int(event["port"])
-    raise AssertionError("server did not start")
+from tests.support import (
+    ADMIN_TOKEN,
+    ROOT,
+    channel_as,
+    seed_activity_with_samples,
+    server_env,
+    wait_for_port,
+)
 
 
 def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path) -> None:
@@ -63,12 +36,12 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path)
     process = subprocess.Popen(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
-        env=_env(data_dir, STRIDE_SHUTDOWN_GRACE_SECONDS="30"),
+        env=server_env(data_dir, STRIDE_SHUTDOWN_GRACE_SECONDS="30"),
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        port = _wait_for_port(process)
+        port = wait_for_port(process)
         with channel_as(f"127.0.0.1:{port}", ADMIN_TOKEN) as channel:
             stub = activity_pb2_grpc.ActivityServiceStub(channel)
             stream = stub.StreamActivitySamples(
@@ -96,7 +69,7 @@ def test_invalid_setting_fails_with_a_message_naming_it(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
-        env=_env(
+        env=server_env(
             tmp_path,
             STRIDE_LISTEN_ADDRESS="localhost-without-port",
             STRIDE_DB_POOL_SIZE="many",
@@ -116,7 +89,7 @@ def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
-        env=_env(
+        env=server_env(
             tmp_path,
             STRIDE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
             STRIDE_DB_CONNECT_ATTEMPTS="2",

@@ -1,0 +1,200 @@
+"""Rate limits: one combined limit across server processes, local fallback without Redis."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, cast
+
+import grpc
+import pytest
+import redis
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from stride.v1 import (
+    activity_pb2,
+    activity_pb2_grpc,
+    admin_pb2,
+    admin_pb2_grpc,
+    athlete_pb2,
+    athlete_pb2_grpc,
+)
+
+from tests.netfaults import private_redis
+from tests.support import (
+    ADMIN_TOKEN,
+    ROOT,
+    ServerThread,
+    channel_as,
+    detail,
+    make_settings,
+    postgres_database,
+    reason,
+    server_env,
+    wait_for_port,
+)
+
+GET = athlete_pb2.GetAthleteRequest(name="athletes/nobody")
+
+
+def _outcome(
+    stub: athlete_pb2_grpc.AthleteServiceStub, request: athlete_pb2.GetAthleteRequest = GET
+) -> grpc.StatusCode:
+    try:
+        stub.GetAthlete(request)
+    except grpc.RpcError as error:
+        return cast(grpc.Call, error).code()
+    return grpc.StatusCode.OK
+
+
+def _limits(burst: int) -> dict[str, str]:
+    return {
+        "STRIDE_RATE_LIMIT_ENABLED": "true",
+        "STRIDE_RATE_LIMIT_PRINCIPAL_BURST": str(burst),
+        "STRIDE_RATE_LIMIT_PRINCIPAL_PER_SECOND": "0.001",
+        "STRIDE_RATE_LIMIT_IP_BURST": "10000",
+    }
+
+
+@pytest.fixture
+def two_servers(postgres_template: str, tmp_path: Path) -> Iterator[list[str]]:
+    """Two server processes on one PostgreSQL database and one Redis."""
+    shared_redis = "redis://127.0.0.1:6379/9"
+    redis.Redis.from_url(shared_redis).flushdb()
+    with postgres_database(template=postgres_template) as url:
+        processes = []
+        try:
+            for i in range(2):
+                env = server_env(
+                    tmp_path / f"p{i}",
+                    STRIDE_DATABASE_URL=url,
+                    STRIDE_REDIS_URL=shared_redis,
+                    STRIDE_ADMIN_TOKEN=ADMIN_TOKEN,
+                    **_limits(burst=10),
+                )
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "server"],
+                        cwd=ROOT,
+                        env=env,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            yield [f"127.0.0.1:{wait_for_port(p)}" for p in processes]
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=30)
+            redis.Redis.from_url(shared_redis).flushdb()
+
+
+def test_two_processes_share_one_limit_per_principal(two_servers: list[str]) -> None:
+    first, second = two_servers
+    with channel_as(first, ADMIN_TOKEN) as a, channel_as(second, ADMIN_TOKEN) as b:
+        stubs = [athlete_pb2_grpc.AthleteServiceStub(a), athlete_pb2_grpc.AthleteServiceStub(b)]
+        outcomes = [_outcome(stubs[i % 2]) for i in range(30)]
+    allowed = [code for code in outcomes if code != grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert allowed == [grpc.StatusCode.NOT_FOUND] * 10, outcomes
+
+
+def test_rejection_carries_retry_info_and_retry_after(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, None, rate_limit_enabled=True, rate_limit_principal_burst=2,
+        rate_limit_principal_per_second=0.1,
+    )  # fmt: skip
+    with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as channel:
+        stub = athlete_pb2_grpc.AthleteServiceStub(channel)
+        assert [_outcome(stub), _outcome(stub)] == [grpc.StatusCode.NOT_FOUND] * 2
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.GetAthlete(GET)
+    error = caught.value
+    assert cast(grpc.Call, error).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert reason(error) == "RATE_LIMITED"
+    retry = detail(error, error_details_pb2.RetryInfo).retry_delay
+    assert 9 <= retry.seconds + retry.nanos / 1e9 <= 10  # one token at 0.1/s
+    trailers = dict(cast(Any, error).trailing_metadata())
+    assert trailers["retry-after"] == "10"
+
+
+def test_method_costs_apply(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, None, rate_limit_enabled=True, rate_limit_principal_burst=10,
+        rate_limit_principal_per_second=0.001,
+    )  # fmt: skip
+    with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as channel:
+        activities = activity_pb2_grpc.ActivityServiceStub(channel)
+        header = activity_pb2.UploadHeader(parent="athletes/nobody", file_name="a.gpx")
+        with pytest.raises(grpc.RpcError) as caught:
+            activities.UploadActivityFile(
+                iter([activity_pb2.UploadActivityFileRequest(header=header)])
+            )
+        # An upload costs 20 tokens, more than the burst of 10; a read still fits.
+        assert cast(grpc.Call, caught.value).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _outcome(athlete_pb2_grpc.AthleteServiceStub(channel)) == grpc.StatusCode.NOT_FOUND
+
+
+def _wait_for(predicate: Any, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def test_redis_loss_falls_back_to_local_limits_and_reports_degraded(tmp_path: Path) -> None:
+    with ExitStack() as stack, private_redis() as private:
+        settings = make_settings(
+            tmp_path, None, redis_url=private.url, rate_limit_enabled=True,
+            rate_limit_principal_burst=5, rate_limit_principal_per_second=0.001,
+        )  # fmt: skip
+        with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as ch:
+            # The athlete's calls are limited; the operator's bucket is separate.
+            as_admin = athlete_pb2_grpc.AthleteServiceStub(ch)
+            ada = as_admin.CreateAthlete(
+                athlete_pb2.CreateAthleteRequest(
+                    athlete=athlete_pb2.Athlete(display_name="Ada", time_zone="UTC")
+                )
+            ).name
+            token = as_admin.CreateAccessToken(
+                athlete_pb2.CreateAccessTokenRequest(
+                    parent=ada, access_token=athlete_pb2.AccessToken()
+                )
+            ).token
+            own = athlete_pb2.GetAthleteRequest(name=ada)
+            health = cast(Any, health_pb2_grpc.HealthStub(ch))
+            admin = admin_pb2_grpc.AdminServiceStub(ch)
+            athlete_channel = stack.enter_context(channel_as(server.address, token))
+            stub = athlete_pb2_grpc.AthleteServiceStub(athlete_channel)
+
+            def status(service: str) -> int:
+                request = health_pb2.HealthCheckRequest(service=service)
+                return int(health.Check(request).status)
+
+            assert [_outcome(stub, own) for _ in range(2)] == [grpc.StatusCode.OK] * 2
+            assert status("dependency.redis") == health_pb2.HealthCheckResponse.SERVING
+            private.stop()
+
+            # Calls keep working under the local limiter, which enforces its own bucket.
+            outcomes = [_outcome(stub, own) for _ in range(8)]
+            assert outcomes[:5] == [grpc.StatusCode.OK] * 5
+            assert set(outcomes[5:]) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+            _wait_for(lambda: status("dependency.redis") == 2, seconds=5)  # NOT_SERVING
+            assert status("") == health_pb2.HealthCheckResponse.SERVING
+            assert status("readiness") == health_pb2.HealthCheckResponse.SERVING
+            report = admin.GetDependencyHealth(admin_pb2.GetDependencyHealthRequest())
+            assert report.overall == "DEGRADED"
+            checks = {c.dependency: c for c in report.checks}
+            assert not checks["redis"].healthy
+            assert checks["redis"].error
+            assert checks["database"].healthy
+
+            private.start()
+            _wait_for(lambda: status("dependency.redis") == 1, seconds=5)  # SERVING
+            report = admin.GetDependencyHealth(admin_pb2.GetDependencyHealthRequest())
+            assert report.overall == "SERVING"
