@@ -1,5 +1,7 @@
 """`make bench`: every benchmark, each against its baseline in the same run."""
 
-from bench import reads
+from bench import interceptors, reads
 
 reads.run()
+print()
+interceptors.run()

@@ -34,7 +34,8 @@ class Result:
 
 
 # (address, method path, serialized request, response deserializer, duration, concurrency)
-Job = tuple[str, str, bytes, Callable[[bytes], Any], float, int, list[tuple[str, str]]]
+Metadata = tuple[tuple[str, str | bytes], ...]
+Job = tuple[str, str, bytes, Callable[[bytes], Any], float, int, Metadata]
 
 
 async def _drive(job: Job) -> tuple[int, list[float]]:
@@ -69,11 +70,11 @@ def measure(
     seconds: float = 4.0,
     processes: int = 2,
     concurrency: int = 16,
-    metadata: list[tuple[str, str]] | None = None,
+    metadata: Metadata = (),
 ) -> Result:
     job: Job = (
         address, method, request.SerializeToString(), response_type.FromString,
-        seconds, concurrency, metadata or [],
+        seconds, concurrency, metadata,
     )  # fmt: skip
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+ADMIN_TOKEN = "stride_admin_bench-token"
+ADMIN_METADATA: tuple[tuple[str, str | bytes], ...] = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
@@ -57,14 +59,19 @@ def _process(args: list[str], env: dict[str, str], read_port: str) -> Iterator[s
 
 
 @contextmanager
-def stride_server(settings: dict[str, str]) -> Iterator[str]:
+def stride_server(settings: dict[str, str], module: str = "server") -> Iterator[str]:
+    """`module` is `server`, or `bench.plain_server` for the same server without interceptors."""
     env = {
         "STRIDE_LISTEN_ADDRESS": "127.0.0.1:0",
         "STRIDE_METRICS_ADDRESS": "off",
         "STRIDE_LOG_FORMAT": "json",
+        "STRIDE_ADMIN_TOKEN": ADMIN_TOKEN,
+        # Limits high enough never to reject, so the limiter's cost is what is measured.
+        "STRIDE_RATE_LIMIT_PRINCIPAL_BURST": "1e9",
+        "STRIDE_RATE_LIMIT_IP_BURST": "1e9",
         **settings,
     }
-    with _process(["-m", "server"], env, "stderr") as address:
+    with _process(["-m", module], env, "stderr") as address:
         yield address
 
 

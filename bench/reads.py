@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from stride.v1 import activity_pb2
 
 from bench.load import measure
-from bench.processes import baseline_server, stride_server
+from bench.processes import ADMIN_METADATA, baseline_server, stride_server
 from domain.activities import ActivityEdit, Measurements, Source
 from domain.athletes import AthleteProfile
 from storage import migrate
@@ -31,7 +31,7 @@ EXTRA = {k: v for k, v in os.environ.items() if k.startswith("STRIDE_")}
 M = TypeVar("M", bound=Message)
 
 
-def _seed(url: str) -> tuple[str, str]:
+def seed(url: str) -> tuple[str, str]:
     """An athlete with ACTIVITIES activities; returns (athlete name, activity name)."""
     database = Database(url, [], PoolOptions(size=1, max_overflow=0))
     migrate.upgrade(database.primary)
@@ -85,7 +85,7 @@ def _fetch(address: str, method: str, request: Message, response_type: type[M]) 
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=response_type.FromString,
         )
-        return call(request)  # type: ignore[no-any-return]
+        return call(request, metadata=ADMIN_METADATA)  # type: ignore[no-any-return]
 
 
 def run(seconds: float = 4.0) -> None:
@@ -94,7 +94,7 @@ def run(seconds: float = 4.0) -> None:
     with tempfile.TemporaryDirectory() as tmp, _backends(Path(tmp)) as backends:
         workdir = Path(tmp)
         for label, settings, url in backends:
-            athlete, activity = _seed(url)
+            athlete, activity = seed(url)
             cases: list[tuple[str, Message, type[Message]]] = [
                 ("GetActivity", activity_pb2.GetActivityRequest(name=activity),
                  activity_pb2.Activity),
@@ -118,7 +118,12 @@ def run(seconds: float = 4.0) -> None:
                             seconds=seconds,
                         )
                         real = measure(
-                            address, f"/{SERVICE}/{method}", request, response_type, seconds=seconds
+                            address,
+                            f"/{SERVICE}/{method}",
+                            request,
+                            response_type,
+                            seconds=seconds,
+                            metadata=ADMIN_METADATA,
                         )
                         print(base.line(f"  baseline     {method}"))
                         print(real.line(f"  {label:<12} {method}"))

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         }
     )
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    # How long a verified athlete token is trusted before it is looked up again; a revoked
+    # token keeps working on other replicas for at most this long. 0 looks up every call.
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
 
     # API behaviour
     default_page_size: int = Field(default=50, ge=1)

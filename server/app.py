@@ -34,6 +34,7 @@ from server import reflection
 from server.blocking import BlockingRunner
 from server.health import HealthMonitor
 from server.interceptors.auth import Authenticator, AuthInterceptor
+from server.interceptors.chain import InterceptorChain
 from server.interceptors.errors import ErrorInterceptor
 from server.interceptors.ratelimit import RateLimitInterceptor
 from server.interceptors.telemetry import TelemetryInterceptor
@@ -114,7 +115,9 @@ def _interceptors(
     chain: list[AsyncServerInterceptor] = [
         TelemetryInterceptor(),
         ErrorInterceptor(),
-        AuthInterceptor(Authenticator(settings.admin_token_digest, tokens, runner)),
+        AuthInterceptor(
+            Authenticator(settings.admin_token_digest, tokens, runner, settings.auth_cache_seconds)
+        ),
     ]
     if settings.rate_limit_enabled:
         chain.append(
@@ -153,8 +156,9 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
     limiter = RateLimiter(redis)
     huey = make_huey(settings)
 
+    chain = [InterceptorChain(_interceptors(settings, tokens, runner, limiter))]
     server = grpc.aio.server(
-        interceptors=_interceptors(settings, tokens, runner, limiter) if interceptors else [],
+        interceptors=chain if interceptors else [],
         options=[("grpc.so_reuseport", 1)],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.support import (
     ADMIN_TOKEN,
     LogCapture,
     ServerThread,
+    TeeStream,
     channel_as,
     make_settings,
     postgres_available,
@@ -30,7 +30,8 @@ from tests.support import (
 IN_CI = os.environ.get("CI") == "true"
 
 # Logging and tracing are configured once per process, as the server's main() does.
-configure_logging("INFO", "json")
+LOG_STREAM = TeeStream()
+configure_logging("INFO", "json", stream=LOG_STREAM)
 SPANS = InMemorySpanExporter()
 configure_tracing(None, SimpleSpanProcessor(SPANS))
 
@@ -45,14 +46,11 @@ def spans() -> InMemorySpanExporter:
 def logs() -> Iterator[LogCapture]:
     """Every JSON log line written while the test runs."""
     capture = LogCapture()
-    root = logging.getLogger()
-    handler = logging.StreamHandler(capture.stream)
-    handler.setFormatter(root.handlers[0].formatter)
-    root.addHandler(handler)
+    LOG_STREAM.captures.append(capture.stream)
     try:
         yield capture
     finally:
-        root.removeHandler(handler)
+        LOG_STREAM.captures.remove(capture.stream)
 
 
 @pytest.fixture(scope="session")

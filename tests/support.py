@@ -8,6 +8,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -99,6 +100,7 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) ->
         "secret_key": "test-secret",
         "admin_token": ADMIN_TOKEN,
         "rate_limit_enabled": False,
+        "auth_cache_seconds": 0,
         "health_check_interval_seconds": 0.5,
         "db_pool_size": 5,
         "db_max_overflow": 5,
@@ -176,6 +178,32 @@ def channel_as(address: str, token: str | None, **extra: str) -> Iterator[grpc.C
     metadata += list(extra.items())
     with grpc.insecure_channel(address) as raw:
         yield grpc.intercept_channel(raw, _Bearer(metadata)) if metadata else raw
+
+
+def _stderr() -> Any:
+    assert sys.__stderr__ is not None
+    return sys.__stderr__
+
+
+class TeeStream(io.TextIOBase):
+    """The log stream of the test process: stderr, plus whatever captures are active."""
+
+    def __init__(self) -> None:
+        self.captures: list[io.StringIO] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            _stderr().write(text)
+            for capture in self.captures:
+                capture.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        _stderr().flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 class LogCapture:

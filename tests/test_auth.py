@@ -27,6 +27,7 @@ from core.settings import ADMIN_DIGEST_FILE, ADMIN_TOKEN_FILE
 from server.app import SERVICE_NAMES
 from server.authorization import POLICY
 from tests.support import (
+    ADMIN_TOKEN,
     LogCapture,
     ServerThread,
     channel_as,
@@ -230,3 +231,22 @@ def test_embedded_default_generates_an_owner_only_admin_token(
         stub = admin_pb2_grpc.AdminServiceStub(channel)
         assert stub.GetDependencyHealth(admin_pb2.GetDependencyHealthRequest()).overall
     assert token not in logs.text
+
+
+def test_cached_tokens_are_rechecked_after_the_cache_period(tmp_path: Path) -> None:
+    """With STRIDE_AUTH_CACHE_SECONDS, a revoked token is refused once its entry expires."""
+    settings = make_settings(tmp_path, None, auth_cache_seconds=1.0)
+    with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as admin:
+        athletes = athlete_pb2_grpc.AthleteServiceStub(admin)
+        ada = _athlete(athletes, "Ada")
+        token = _token(athletes, ada)
+        request = athlete_pb2.GetAthleteRequest(name=ada)
+        with channel_as(server.address, token) as channel:
+            stub = athlete_pb2_grpc.AthleteServiceStub(channel)
+            stub.GetAthlete(request)
+            (listed,) = athletes.ListAccessTokens(
+                athlete_pb2.ListAccessTokensRequest(parent=ada)
+            ).access_tokens
+            athletes.DeleteAccessToken(athlete_pb2.DeleteAccessTokenRequest(name=listed.name))
+            time.sleep(1.1)
+            assert _code(lambda: stub.GetAthlete(request)) == grpc.StatusCode.UNAUTHENTICATED

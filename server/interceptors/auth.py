@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import math
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,10 +23,21 @@ from services.tokens import AccessTokenService
 class Authenticator:
     """Turns an `authorization` header into a Principal, or raises Unauthenticated."""
 
-    def __init__(self, admin_digest: str, tokens: AccessTokenService, run: BlockingRunner) -> None:
+    MAX_CACHED = 10_000
+
+    def __init__(
+        self,
+        admin_digest: str,
+        tokens: AccessTokenService,
+        run: BlockingRunner,
+        cache_seconds: float = 0.0,
+    ) -> None:
         self._admin_digest = admin_digest
         self._tokens = tokens
         self._run = run
+        self._cache_seconds = cache_seconds
+        # token digest -> (principal, token expiry, trusted until); verified tokens only.
+        self._cache: dict[str, tuple[Principal, float, float]] = {}
 
     async def principal(self, header: str | None) -> Principal:
         if not header:
@@ -33,12 +46,23 @@ class Authenticator:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             raise _rejected("MALFORMED_CREDENTIALS", "authorization must be `Bearer <token>`")
-        if hmac.compare_digest(digest(secret), self._admin_digest):
+        presented = digest(secret)
+        if hmac.compare_digest(presented, self._admin_digest):
             return ADMIN
         if secret.startswith(ATHLETE_TOKEN_PREFIX):
+            now = time.time()
+            cached = self._cache.get(presented)
+            if cached is not None and now < cached[1] and now < cached[2]:
+                return cached[0]
             token = await self._run(self._tokens.authenticate, secret)
             if token is not None:
-                return Principal(athlete_id=token.athlete_id)
+                principal = Principal(athlete_id=token.athlete_id)
+                if self._cache_seconds > 0:
+                    if len(self._cache) >= self.MAX_CACHED:
+                        self._cache.clear()
+                    expiry = token.expire_time.timestamp() if token.expire_time else math.inf
+                    self._cache[presented] = (principal, expiry, now + self._cache_seconds)
+                return principal
         raise _rejected("INVALID_TOKEN", "the token is unknown, revoked or expired")
 
 

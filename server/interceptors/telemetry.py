@@ -15,7 +15,7 @@ from grpc_interceptor.server import AsyncServerInterceptor
 from opentelemetry import trace
 
 from core import metrics
-from core.telemetry import context_from_metadata, tracer
+from core.telemetry import context_from_metadata, start_server_span
 from server.interceptors.base import Context, Handler, count_stream, metadata_of
 from server.principal import current_principal
 
@@ -36,11 +36,10 @@ class TelemetryInterceptor(AsyncServerInterceptor):
         request_id = _request_id(metadata)
         await context.send_initial_metadata((("x-request-id", request_id),))
         call = _Call(method_name, request_id, context)
-        span = tracer().start_span(
+        span = start_server_span(
             method_name.lstrip("/"),
-            context=context_from_metadata(metadata),
-            kind=trace.SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.method": method_name, "request.id": request_id},
+            context_from_metadata(metadata),
+            {"rpc.system": "grpc", "rpc.method": method_name, "request.id": request_id},
         )
         call.begin(span)
         if hasattr(request_or_iterator, "__aiter__"):
