@@ -135,9 +135,15 @@ def test_streaming_calls_are_checked_too(
     owner = f"athletes/{owner_id}"
     name = f"{owner}/activities/{activity_id}"
     request = activity_pb2.StreamActivitySamplesRequest(name=name)
+    revoked = _token(athletes, owner)
+    (listed,) = athletes.ListAccessTokens(
+        athlete_pb2.ListAccessTokensRequest(parent=owner)
+    ).access_tokens
+    athletes.DeleteAccessToken(athlete_pb2.DeleteAccessTokenRequest(name=listed.name))
     cases = [
         (None, grpc.StatusCode.UNAUTHENTICATED),
         ("stride_at_bogus", grpc.StatusCode.UNAUTHENTICATED),
+        (revoked, grpc.StatusCode.UNAUTHENTICATED),
         (_token(athletes, ada), grpc.StatusCode.PERMISSION_DENIED),
     ]
     for token, expected in cases:

@@ -14,6 +14,7 @@ import pytest
 import sentry_sdk
 import structlog
 from huey import MemoryHuey
+from huey.exceptions import TaskException
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc
@@ -22,6 +23,7 @@ from core.error_reporting import configure_sentry
 from core.telemetry import tracer
 from services.athletes import AthleteService
 from tasks.context import capture, traced
+from tasks.queue import make_huey
 from tests.support import (
     ADMIN_TOKEN,
     LogCapture,
@@ -81,6 +83,8 @@ def test_traceparent_continues_the_callers_trace_into_db_spans(
                 == TRACE_ID]  # fmt: skip
     rpc = next(s for s in finished if s.kind == trace.SpanKind.SERVER)
     assert rpc.name == "stride.v1.AthleteService/GetAthlete"
+    assert rpc.attributes is not None
+    assert rpc.attributes["request.id"] == logs.events("rpc")[-1]["request_id"]
     assert rpc.parent is not None
     assert format(rpc.parent.span_id, "016x") == PARENT_SPAN
     db = [s for s in finished if s.name.startswith("db ")]
@@ -211,6 +215,25 @@ def sentry_collector() -> Iterator[str]:
     finally:
         sentry_sdk.init()  # back to no client
         httpd.shutdown()
+
+
+def test_task_errors_are_reported(tmp_path: Path, sentry_collector: str) -> None:
+    configure_sentry(sentry_collector, "test")
+    huey = make_huey(make_settings(tmp_path, None))
+    huey.immediate = True
+
+    def failing_import(path: str) -> None:
+        raise ValueError(f"cannot parse {path}")
+
+    task = huey.task()(traced(failing_import))
+    with structlog.contextvars.bound_contextvars(request_id="req-task-err"):
+        result = task("bad.fit", stride_context=capture())
+        with pytest.raises(TaskException):
+            result.get()
+    sentry_sdk.flush(timeout=5)
+    envelopes = b"\n".join(_Collector.received).decode().replace(" ", "")
+    assert "cannotparsebad.fit" in envelopes
+    assert '"task":"failing_import"' in envelopes
 
 
 def test_unhandled_error_is_internal_with_request_id_and_reported(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import http.server
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from stride.v1 import activity_pb2, activity_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc
 
 from domain.names import activity_name
 from storage import migrate
@@ -102,3 +105,50 @@ def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> None:
     assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/none" in (
         result.stderr
     )
+
+
+class _OtlpCollector(http.server.BaseHTTPRequestHandler):
+    spans: list[Any] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource in request.resource_spans:
+            for scope in resource.scope_spans:
+                _OtlpCollector.spans.extend(scope.spans)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_spans_are_exported_over_otlp_when_configured(tmp_path: Path) -> None:
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OtlpCollector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    endpoint = f"http://127.0.0.1:{collector.server_port}/v1/traces"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server"],
+        cwd=ROOT,
+        env=server_env(tmp_path, STRIDE_OTLP_ENDPOINT=endpoint),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = wait_for_port(process)
+        traceparent = f"00-{trace_id}-b7ad6b7169203331-01"
+        with channel_as(f"127.0.0.1:{port}", ADMIN_TOKEN, traceparent=traceparent) as channel:
+            athlete_pb2_grpc.AthleteServiceStub(channel).ListAthletes(
+                athlete_pb2.ListAthletesRequest()
+            )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0  # exporting flushes at exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+        collector.shutdown()
+    ours = [s for s in _OtlpCollector.spans if s.trace_id.hex() == trace_id]
+    names = {s.name for s in ours}
+    assert "stride.v1.AthleteService/ListAthletes" in names
+    assert any(name.startswith("db SELECT") for name in names)
