@@ -68,18 +68,21 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path)
             process.wait()
 
 
-def test_invalid_setting_fails_with_a_message_naming_it(tmp_path: Path) -> None:
-    result = subprocess.run(
+def _run_server(data_dir: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m server` to completion (for startup failures)."""
+    return subprocess.run(
         [sys.executable, "-m", "server"],
         cwd=ROOT,
-        env=server_env(
-            tmp_path,
-            STRIDE_LISTEN_ADDRESS="localhost-without-port",
-            STRIDE_DB_POOL_SIZE="many",
-        ),
+        env=server_env(data_dir, **settings),
         capture_output=True,
         text=True,
         timeout=60,
+    )
+
+
+def test_invalid_setting_fails_with_a_message_naming_it(tmp_path: Path) -> None:
+    result = _run_server(
+        tmp_path, STRIDE_LISTEN_ADDRESS="localhost-without-port", STRIDE_DB_POOL_SIZE="many"
     )
     assert result.returncode == 2
     assert "STRIDE_LISTEN_ADDRESS" in result.stderr
@@ -89,17 +92,10 @@ def test_invalid_setting_fails_with_a_message_naming_it(tmp_path: Path) -> None:
 
 
 def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "server"],
-        cwd=ROOT,
-        env=server_env(
-            tmp_path,
-            STRIDE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
-            STRIDE_DB_CONNECT_ATTEMPTS="2",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = _run_server(
+        tmp_path,
+        STRIDE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
+        STRIDE_DB_CONNECT_ATTEMPTS="2",
     )
     assert result.returncode == 1
     assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/none" in (
