@@ -13,7 +13,6 @@ import grpc
 import pytest
 import sentry_sdk
 import structlog
-from huey import MemoryHuey
 from huey.exceptions import TaskException
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +22,7 @@ from core.error_reporting import configure_sentry
 from core.telemetry import tracer
 from services.athletes import AthleteService
 from tasks.context import capture, traced
-from tasks.queue import make_huey
+from tasks.queue import InProcessWorkers, make_huey
 from tests.support import (
     ADMIN_TOKEN,
     LogCapture,
@@ -135,28 +134,38 @@ def test_secrets_never_reach_the_logs(
         assert secret not in text
 
 
+def _import_file(path: str) -> dict[str, str]:
+    """A task body that reports the trace and request it ran under."""
+    structlog.get_logger("test").info("importing", path=path)
+    return {
+        "trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x"),
+        "request_id": str(structlog.contextvars.get_contextvars().get("request_id", "")),
+    }
+
+
 def test_task_joins_the_trace_and_request_of_the_call_that_enqueued_it(
-    spans: InMemorySpanExporter, logs: LogCapture
+    tmp_path: Path, spans: InMemorySpanExporter, logs: LogCapture
 ) -> None:
-    huey = MemoryHuey(immediate=True)
-    seen: dict[str, str] = {}
-
-    def import_file_body(path: str) -> None:
-        seen["trace_id"] = format(trace.get_current_span().get_span_context().trace_id, "032x")
-        seen["request_id"] = structlog.contextvars.get_contextvars().get("request_id", "")
-        structlog.get_logger("test").info("importing", path=path)
-
-    import_file = huey.task()(traced(import_file_body))
-
-    with (
-        tracer().start_as_current_span("rpc", kind=trace.SpanKind.SERVER) as rpc,
-        structlog.contextvars.bound_contextvars(request_id="req-task-1"),
-    ):
-        import_file("a.gpx", stride_context=capture())
-        rpc_trace = format(rpc.get_span_context().trace_id, "032x")
-    # The task ran outside the caller's context (as a worker would) yet joined its trace.
-    assert seen == {"trace_id": rpc_trace, "request_id": "req-task-1"}
-    task_span = next(s for s in spans.get_finished_spans() if s.name == "task import_file_body")
+    # The embedded queue: SQLite storage and worker threads, as the server runs them.
+    huey = make_huey(make_settings(tmp_path, None))
+    import_file = huey.task()(traced(_import_file))
+    workers = InProcessWorkers(huey, workers=1)
+    workers.start()
+    try:
+        with (
+            tracer().start_as_current_span("rpc", kind=trace.SpanKind.SERVER) as rpc,
+            structlog.contextvars.bound_contextvars(request_id="req-task-1"),
+        ):
+            result = import_file("a.gpx", stride_context=capture())
+        ran_under = result.get(blocking=True, timeout=30)
+    finally:
+        workers.stop()
+    # The worker thread has none of the caller's context variables, yet joined its trace.
+    assert ran_under == {
+        "trace_id": format(rpc.get_span_context().trace_id, "032x"),
+        "request_id": "req-task-1",
+    }
+    task_span = next(s for s in spans.get_finished_spans() if s.name == "task _import_file")
     assert task_span.parent is not None
     assert task_span.parent.span_id == rpc.get_span_context().span_id
     (line,) = logs.events("importing")
