@@ -81,7 +81,7 @@ def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
     return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
-def from_exception(exc: BaseException, method: str, request_id: str = "") -> RpcError | None:
+def from_exception(exc: BaseException, method: str) -> RpcError | None:
     """The status for an exception the API knows; None for a bug (reported as INTERNAL)."""
     if isinstance(exc, StrideError):
         code = CODES[next(cls for cls in type(exc).__mro__ if cls in CODES)]
