@@ -181,8 +181,8 @@ def channel_as(address: str, token: str | None, **extra: str) -> Iterator[grpc.C
 
 
 def _stderr() -> Any:
-    assert sys.__stderr__ is not None
-    return sys.__stderr__
+    """The current stderr, which pytest captures per test (shown only on failure)."""
+    return sys.stderr
 
 
 class TeeStream(io.TextIOBase):
