@@ -29,7 +29,7 @@ def main() -> None:
     )
     try:
         asyncio.run(serve(settings))
-    except (DatabaseUnavailable, RuntimeError) as exc:
+    except (DatabaseUnavailable, RuntimeError, OSError) as exc:
         structlog.get_logger("server").error("cannot start", error=str(exc))
         sys.exit(1)
 

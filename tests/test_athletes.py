@@ -9,9 +9,11 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from google.type import date_pb2
+from sqlalchemy import func, select
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
-from tests.support import detail, reason, violations
+from storage.models import ActivitySampleRow
+from tests.support import ServerThread, detail, reason, seed_activity_with_samples, violations
 
 Stub = athlete_pb2_grpc.AthleteServiceStub
 
@@ -190,13 +192,16 @@ def test_malformed_names_are_invalid_argument(athletes: Stub, name: str) -> None
     assert list(violations(caught.value)) == ["name"]
 
 
-def test_delete_removes_the_athlete_with_their_activities(
-    athletes: Stub, activities: activity_pb2_grpc.ActivityServiceStub
+def test_delete_removes_the_athlete_with_their_activities_and_samples(
+    server: ServerThread, athletes: Stub, activities: activity_pb2_grpc.ActivityServiceStub
 ) -> None:
-    created = _create(athletes)
-    activity = activities.CreateActivity(
+    assert server.running is not None
+    database = server.running.database
+    athlete_id, recorded_id = seed_activity_with_samples(database, 50)
+    name = f"athletes/{athlete_id}"
+    manual = activities.CreateActivity(
         activity_pb2.CreateActivityRequest(
-            parent=created.name,
+            parent=name,
             activity=activity_pb2.Activity(
                 title="Easy run",
                 sport_type=common_pb2.SPORT_TYPE_RUN,
@@ -205,14 +210,19 @@ def test_delete_removes_the_athlete_with_their_activities(
             ),
         )
     )
-    athletes.DeleteAthlete(athlete_pb2.DeleteAthleteRequest(name=created.name))
+    athletes.DeleteAthlete(athlete_pb2.DeleteAthleteRequest(name=name))
     for call in (
-        lambda: athletes.GetAthlete(athlete_pb2.GetAthleteRequest(name=created.name)),
-        lambda: activities.GetActivity(activity_pb2.GetActivityRequest(name=activity.name)),
+        lambda: athletes.GetAthlete(athlete_pb2.GetAthleteRequest(name=name)),
+        lambda: activities.GetActivity(activity_pb2.GetActivityRequest(name=manual.name)),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             call()
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with database.read_only() as session:
+        remaining = session.scalar(
+            select(func.count()).where(ActivitySampleRow.activity_id == recorded_id)
+        )
+    assert remaining == 0
 
 
 def test_list_pages_in_creation_order(athletes: Stub) -> None:
