@@ -83,10 +83,6 @@ class Database:
         ]
         self._next_replica = itertools.cycle(self._replica_sessions or [self._primary_sessions])
 
-    @property
-    def dialect(self) -> str:
-        return self.primary.dialect.name
-
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A unit of work on the primary: commits on success, rolls back on any error."""
