@@ -1,7 +1,13 @@
-"""Token buckets shared through Redis (one atomic Lua script), with a process-local fallback.
+"""Token buckets shared through Redis, with a process-local fallback.
 
 Each call takes `cost` tokens from two buckets at once: the caller's principal and its
 client IP. A bucket holds at most `burst` tokens and refills at `rate` per second.
+
+With Redis, buckets live in Redis and an atomic Lua script takes tokens from them. To
+avoid one round trip per call, a process leases a few tokens at a time (5 % of the
+bucket's capacity, at least what the call costs) and spends them locally. Leased
+tokens have left the shared bucket, so the shared limit is never exceeded; a caller
+spread over many processes may be refused up to (processes x lease) tokens early.
 """
 
 from __future__ import annotations
@@ -19,36 +25,42 @@ from core.telemetry import tracer
 
 log = structlog.get_logger(__name__)
 
-# KEYS: bucket keys. ARGV: cost, then (rate, burst) per key. Uses the server clock (TIME) so
-# every Stride process agrees on time. Returns {allowed, seconds to wait} (wait as a string).
+LEASE_FRACTION = 0.05
+
+# KEYS: bucket keys. ARGV: per key (rate, burst, need, want). Takes `want` tokens (at
+# least `need`) from every bucket, or nothing. Uses the Redis clock (TIME) so every
+# process agrees on time. Returns {1, granted...} or {0, seconds to wait}, as strings.
 _LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local cost = tonumber(ARGV[1])
 local levels = {}
 local wait = 0
 for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
+  local rate = tonumber(ARGV[4 * i - 3])
+  local burst = tonumber(ARGV[4 * i - 2])
+  local need = tonumber(ARGV[4 * i - 1])
   local state = redis.call('HMGET', key, 'tokens', 'at')
   local tokens = tonumber(state[1]) or burst
   local at = tonumber(state[2]) or now
   tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
   levels[i] = tokens
-  if tokens < cost then
-    wait = math.max(wait, (cost - tokens) / rate)
+  if tokens < need then
+    wait = math.max(wait, (need - tokens) / rate)
   end
 end
 if wait > 0 then
   return {0, tostring(wait)}
 end
+local granted = {1}
 for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[2 * i])
-  local burst = tonumber(ARGV[2 * i + 1])
-  redis.call('HSET', key, 'tokens', levels[i] - cost, 'at', now)
+  local rate = tonumber(ARGV[4 * i - 3])
+  local burst = tonumber(ARGV[4 * i - 2])
+  local grant = math.min(tonumber(ARGV[4 * i]), levels[i])
+  redis.call('HSET', key, 'tokens', levels[i] - grant, 'at', now)
   redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+  granted[i + 1] = tostring(grant)
 end
-return {1, '0'}
+return granted
 """
 
 
@@ -57,6 +69,10 @@ class Limit:
     key: str
     rate: float
     burst: float
+
+    @property
+    def lease(self) -> float:
+        return max(1.0, self.burst * LEASE_FRACTION)
 
 
 @dataclass(frozen=True)
@@ -96,14 +112,14 @@ class RateLimiter:
     RETRY_REDIS_SECONDS = 5.0
 
     def __init__(self, redis: Redis | None) -> None:
-        self._redis = redis
         self._script = redis.register_script(_LUA) if redis is not None else None
         self._local = LocalBuckets()
+        self._leased: dict[str, float] = {}
         self._redis_down_until = 0.0
 
     @property
     def using_fallback(self) -> bool:
-        return self._redis is not None and time.monotonic() < self._redis_down_until
+        return self._script is not None and time.monotonic() < self._redis_down_until
 
     def mark_redis(self, healthy: bool) -> None:
         """Health checks report Redis state, so recovery is noticed without a failing call."""
@@ -112,18 +128,36 @@ class RateLimiter:
     async def take(self, limits: list[Limit], cost: float) -> Decision:
         if self._script is None or self.using_fallback:
             return self._local.take(limits, cost)
-        args: list[float] = [cost]
-        for limit in limits:
-            args += [limit.rate, limit.burst]
+        short = [limit for limit in limits if self._leased.get(limit.key, 0.0) < cost]
+        covered = [limit for limit in limits if limit not in short]
+        # Reserve from the leases now: other calls may spend them while this one awaits Redis.
+        self._spend(covered, cost)
+        if not short:
+            return Decision(True)
+        args: list[float] = []
+        for limit in short:
+            args += [limit.rate, limit.burst, cost, max(cost, limit.lease)]
+        keys = [f"stride:rl:{limit.key}" for limit in short]
         with tracer().start_as_current_span("redis rate_limit", kind=trace.SpanKind.CLIENT):
             try:
-                allowed, wait = await self._script(keys=[f"stride:rl:{lim.key}" for lim in limits],
-                                                   args=args)  # fmt: skip
+                reply = await self._script(keys=keys, args=args)
             except (RedisError, OSError) as exc:
+                self._spend(covered, -cost)
                 log.warning("redis unreachable; using the local rate limiter", error=str(exc))
                 self.mark_redis(False)
                 return self._local.take(limits, cost)
-        return Decision(bool(int(allowed)), float(wait))
+        if not int(reply[0]):
+            self._spend(covered, -cost)
+            return Decision(False, float(reply[1]))
+        for limit, granted in zip(short, reply[1:], strict=True):
+            self._leased[limit.key] = self._leased.get(limit.key, 0.0) + float(granted) - cost
+        if len(self._leased) > 100_000:
+            self._leased.clear()
+        return Decision(True)
+
+    def _spend(self, limits: list[Limit], cost: float) -> None:
+        for limit in limits:
+            self._leased[limit.key] = self._leased.get(limit.key, 0.0) - cost
 
 
 def retry_seconds(decision: Decision) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,10 +31,14 @@ from tests.support import (
 IN_CI = os.environ.get("CI") == "true"
 
 # Logging and tracing are configured once per process, as the server's main() does.
-LOG_STREAM = TeeStream()
+LOG_STREAM = TeeStream(Path(tempfile.gettempdir()) / "stride-tests.log")
 configure_logging("INFO", "json", stream=LOG_STREAM)
 SPANS = InMemorySpanExporter()
 configure_tracing(None, SimpleSpanProcessor(SPANS))
+
+
+def pytest_report_header() -> str:
+    return f"stride logs: {LOG_STREAM.path}"
 
 
 @pytest.fixture

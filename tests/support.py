@@ -8,7 +8,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -180,27 +179,27 @@ def channel_as(address: str, token: str | None, **extra: str) -> Iterator[grpc.C
         yield grpc.intercept_channel(raw, _Bearer(metadata)) if metadata else raw
 
 
-def _stderr() -> Any:
-    """The current stderr, which pytest captures per test (shown only on failure)."""
-    return sys.stderr
-
-
 class TeeStream(io.TextIOBase):
-    """The log stream of the test process: stderr, plus whatever captures are active."""
+    """The log stream of the test process: a log file, plus whatever captures are active.
 
-    def __init__(self) -> None:
+    Server threads log after a call's status has gone out, often once pytest has stopped
+    capturing for that test; a file keeps those lines out of the test report."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.captures: list[io.StringIO] = []
         self._lock = threading.Lock()
+        self._file = path.open("a", encoding="utf-8")
 
     def write(self, text: str) -> int:
         with self._lock:
-            _stderr().write(text)
+            self._file.write(text)
             for capture in self.captures:
                 capture.write(text)
         return len(text)
 
     def flush(self) -> None:
-        _stderr().flush()
+        self._file.flush()
 
     def isatty(self) -> bool:
         return False

@@ -13,6 +13,7 @@ from typing import Any, cast
 import grpc
 import pytest
 import redis
+import redis.asyncio as aioredis
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stride.v1 import (
@@ -24,6 +25,7 @@ from stride.v1 import (
     athlete_pb2_grpc,
 )
 
+from server.ratelimit import Limit, RateLimiter
 from tests.netfaults import private_redis
 from tests.support import (
     ADMIN_TOKEN,
@@ -198,3 +200,24 @@ def test_redis_loss_falls_back_to_local_limits_and_reports_degraded(tmp_path: Pa
             _wait_for(lambda: status("dependency.redis") == 1, seconds=5)  # SERVING
             report = admin.GetDependencyHealth(admin_pb2.GetDependencyHealthRequest())
             assert report.overall == "SERVING"
+
+
+async def test_leases_never_let_processes_exceed_the_shared_bucket() -> None:
+    """Two limiters (as two processes) lease tokens from one Redis bucket of 100."""
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/9")
+    await client.flushdb()
+    try:
+        limiters = [RateLimiter(client), RateLimiter(client)]
+        limit = [Limit("principal:athletes/lease-test", rate=0.001, burst=100)]
+        allowed = 0
+        for i in range(200):
+            decision = await limiters[i % 2].take(limit, 1.0)
+            allowed += decision.allowed
+        # Never above the bucket; at most one lease (5 tokens) stranded per process.
+        assert 90 <= allowed <= 100
+        stored = await client.hget("stride:rl:principal:athletes/lease-test", "tokens")
+        assert stored is not None
+        assert float(stored) < 1
+    finally:
+        await client.flushdb()
+        await client.aclose()
