@@ -34,13 +34,15 @@ check-gen: gen
 	git diff --exit-code --stat -- gen
 	test -z "$$(git status --porcelain -- gen)"
 
-## lint: ruff, mypy, buf lint, generated-code freshness
+## lint: ruff, mypy, buf lint, buf breaking (against the first published v1), gen freshness
 lint: $(STAMP) $(BUF) check-gen
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) scripts/protos.py image build/stride.binpb
 	$(BUF) lint build/stride.binpb --path stride/v1
+	$(PY) scripts/protos.py image build/released.binpb --ref released-v1
+	$(BUF) breaking build/stride.binpb --against build/released.binpb
 
 ## bench: throughput benchmarks (ratios against a bare baseline in the same run)
 bench: $(STAMP)

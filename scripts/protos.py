@@ -1,15 +1,20 @@
-"""Compile protos/: Python code and stubs into gen/, or a descriptor image for buf.
+"""Compile protos/: Python code and stubs into gen/, or descriptor images for buf.
 
 buf cannot reach the BSR here, so `google/api/*` comes from the installed
-googleapis-common-protos package and buf lints an image that protoc builds.
+googleapis-common-protos package and buf works on images that protoc builds.
+`image --ref REF` builds the contract as it was at a git revision, for `buf breaking`.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 import google.api
@@ -19,23 +24,22 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GEN = ROOT / "gen"
+# The first published stride.v1 contract: later changes must not break it.
+RELEASED_V1 = "a533ae03a19dbdc260b030d46aed3249a3eb9051"
 
 
-def _includes() -> list[str]:
+def _includes(protos: Path) -> list[str]:
     googleapis = Path(next(iter(google.api.__path__))).parent.parent
     well_known = Path(grpc_tools.__file__).parent / "_proto"
-    return [f"-I{PROTOS}", f"-I{googleapis}", f"-I{well_known}"]
+    return [f"-I{protos}", f"-I{googleapis}", f"-I{well_known}"]
 
 
-def _sources() -> list[str]:
-    return sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-
-
-def _protoc(args: list[str]) -> None:
+def _protoc(args: list[str], protos: Path = PROTOS) -> None:
     # protoc looks up the mypy plugins on PATH; put this interpreter's bin dir first.
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    if protoc.main(["protoc", *_includes(), *args, *_sources()]) != 0:
+    sources = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
+    if protoc.main(["protoc", *_includes(protos), *args, *sources]) != 0:
         raise SystemExit("protoc failed")
 
 
@@ -56,9 +60,19 @@ def generate() -> None:
     (GEN / "stride" / "py.typed").write_text("")
 
 
-def image(out: Path) -> None:
+def image(out: Path, ref: str | None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    _protoc(["--include_imports", "--include_source_info", f"--descriptor_set_out={out}"])
+    args = ["--include_imports", "--include_source_info", f"--descriptor_set_out={out}"]
+    if ref is None:
+        _protoc(args)
+        return
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "protos"], cwd=ROOT, check=True,
+        capture_output=True,
+    ).stdout  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+        _protoc(args, Path(tmp) / "protos")
 
 
 def main() -> None:
@@ -67,11 +81,13 @@ def main() -> None:
     sub.add_parser("gen", help="regenerate gen/")
     img = sub.add_parser("image", help="write a descriptor image for buf")
     img.add_argument("out", type=Path)
+    img.add_argument("--ref", help="build protos/ as of this git revision ('released-v1' for "
+                     "the first published contract)")  # fmt: skip
     args = parser.parse_args()
     if args.command == "gen":
         generate()
     else:
-        image(args.out)
+        image(args.out, RELEASED_V1 if args.ref == "released-v1" else args.ref)
 
 
 if __name__ == "__main__":
