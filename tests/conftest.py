@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import redis
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from stride.v1 import activity_pb2_grpc, athlete_pb2_grpc
@@ -61,15 +63,41 @@ def logs() -> Iterator[LogCapture]:
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     """A migrated database that per-test databases are cloned from."""
-    if not postgres_available():
-        if IN_CI:
-            pytest.fail("PostgreSQL on 127.0.0.1:5432 is required in CI")
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    _require(postgres_available(), "PostgreSQL on 127.0.0.1:5432")
     with postgres_database() as url:
         database = Database(url, [], PoolOptions(size=1, max_overflow=0))
         migrate.upgrade(database.primary)
         database.dispose()
         yield url.rsplit("/", 1)[1]
+
+
+def _require(available: bool, what: str) -> None:
+    if not available:
+        if IN_CI:
+            pytest.fail(f"{what} is required in CI")
+        pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture
+def shared_redis() -> Iterator[str]:
+    """Database 9 of the Redis on 127.0.0.1:6379, emptied before and after the test."""
+    url = "redis://127.0.0.1:6379/9"
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.ConnectionError:
+        _require(False, "Redis on 127.0.0.1:6379")
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def redis_server_binary() -> None:
+    """Tests that start and kill a Redis of their own need the redis-server binary."""
+    _require(shutil.which("redis-server") is not None, "redis-server")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,7 +12,6 @@ from typing import Any, cast
 
 import grpc
 import pytest
-import redis
 import redis.asyncio as aioredis
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -63,10 +62,8 @@ def _limits(burst: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def two_servers(postgres_template: str, tmp_path: Path) -> Iterator[list[str]]:
+def two_servers(postgres_template: str, shared_redis: str, tmp_path: Path) -> Iterator[list[str]]:
     """Two server processes on one PostgreSQL database and one Redis."""
-    shared_redis = "redis://127.0.0.1:6379/9"
-    redis.Redis.from_url(shared_redis).flushdb()
     with postgres_database(template=postgres_template) as url:
         processes = []
         try:
@@ -92,7 +89,6 @@ def two_servers(postgres_template: str, tmp_path: Path) -> Iterator[list[str]]:
             for process in processes:
                 process.terminate()
                 process.wait(timeout=30)
-            redis.Redis.from_url(shared_redis).flushdb()
 
 
 def test_two_processes_share_one_limit_per_principal(two_servers: list[str]) -> None:
@@ -148,6 +144,7 @@ def _wait_for(predicate: Any, seconds: float) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.usefixtures("redis_server_binary")
 def test_redis_loss_falls_back_to_local_limits_and_reports_degraded(tmp_path: Path) -> None:
     with ExitStack() as stack, private_redis() as private:
         settings = make_settings(
@@ -202,10 +199,9 @@ def test_redis_loss_falls_back_to_local_limits_and_reports_degraded(tmp_path: Pa
             assert report.overall == "SERVING"
 
 
-async def test_leases_never_let_processes_exceed_the_shared_bucket() -> None:
+async def test_leases_never_let_processes_exceed_the_shared_bucket(shared_redis: str) -> None:
     """Two limiters (as two processes) lease tokens from one Redis bucket of 100."""
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/9")
-    await client.flushdb()
+    client = aioredis.Redis.from_url(shared_redis)
     try:
         limiters = [RateLimiter(client), RateLimiter(client)]
         limit = [Limit("principal:athletes/lease-test", rate=0.001, burst=100)]
@@ -219,5 +215,4 @@ async def test_leases_never_let_processes_exceed_the_shared_bucket() -> None:
         assert stored is not None
         assert float(stored) < 1
     finally:
-        await client.flushdb()
         await client.aclose()
