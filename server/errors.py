@@ -44,6 +44,7 @@ CODES: dict[type[StrideError], grpc.StatusCode] = {
 class RpcError:
     code: grpc.StatusCode
     status: status_pb2.Status
+    retry_after_seconds: float | None = None
 
     @property
     def message(self) -> str:
@@ -53,12 +54,8 @@ class RpcError:
         metadata: list[tuple[str, str | bytes]] = [
             ("grpc-status-details-bin", self.status.SerializeToString())
         ]
-        for detail in self.status.details:
-            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                retry = error_details_pb2.RetryInfo()
-                detail.Unpack(retry)
-                seconds = retry.retry_delay.seconds + retry.retry_delay.nanos / 1e9
-                metadata.append(("retry-after", str(max(1, math.ceil(seconds)))))
+        if self.retry_after_seconds is not None:
+            metadata.append(("retry-after", str(max(1, math.ceil(self.retry_after_seconds)))))
         return tuple(metadata)
 
 
@@ -68,11 +65,20 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def _status(code: grpc.StatusCode, message: str, reason: str, *details: object) -> RpcError:
+def _status(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    *details: object,
+    retry_after: float | None = None,
+) -> RpcError:
+    """A status with ErrorInfo first, then `details`, then RetryInfo when `retry_after` is set."""
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
     status.details.extend(_pack(d) for d in details)
-    return RpcError(code, status)
+    if retry_after is not None:
+        status.details.append(_pack(_retry_info(retry_after)))
+    return RpcError(code, status, retry_after)
 
 
 def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
@@ -105,9 +111,8 @@ def from_exception(exc: BaseException, method: str) -> RpcError | None:
                     description=exc.message,
                 )
             )
-        if isinstance(exc, RetryableError):
-            details.append(_retry_info(exc.retry_after_seconds))
-        return _status(code, exc.message, exc.reason, *details)
+        retry_after = exc.retry_after_seconds if isinstance(exc, RetryableError) else None
+        return _status(code, exc.message, exc.reason, *details, retry_after=retry_after)
     if isinstance(exc, NotImplementedError):
         return _status(
             grpc.StatusCode.UNIMPLEMENTED,
@@ -119,7 +124,7 @@ def from_exception(exc: BaseException, method: str) -> RpcError | None:
             grpc.StatusCode.UNAVAILABLE,
             "the database is unavailable; retry later",
             "DATABASE_UNAVAILABLE",
-            _retry_info(DATABASE_RETRY_SECONDS),
+            retry_after=DATABASE_RETRY_SECONDS,
         )
     return None
 
