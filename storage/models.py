@@ -76,6 +76,8 @@ class AthleteRow(Base):
     max_heart_rate_bpm: Mapped[int | None] = mapped_column(Integer)
     resting_heart_rate_bpm: Mapped[int | None] = mapped_column(Integer)
     request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # Incremented by every update; the etag (AIP-154) is derived from it.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     create_time: Mapped[dt.datetime] = mapped_column(default=_now)
     update_time: Mapped[dt.datetime] = mapped_column(default=_now)
 
@@ -106,6 +108,8 @@ class ActivityRow(Base):
     # The source's record (Strava JSON, file summary), kept to recompute derived fields.
     raw: Mapped[dict[str, Any] | None]
     sample_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Incremented by every update; the etag (AIP-154) is derived from it.
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     create_time: Mapped[dt.datetime] = mapped_column(default=_now)
     update_time: Mapped[dt.datetime] = mapped_column(default=_now)
 
@@ -193,6 +197,11 @@ class AccessTokenRow(Base):
     )
     display_name: Mapped[str] = mapped_column(String(200), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token that created this one (None: created by the operator); revoking a token
+    # revokes its descendants.
+    parent_token_id: Mapped[str | None] = mapped_column(
+        ForeignKey("access_tokens.id", ondelete="CASCADE"), index=True
+    )
     expire_time: Mapped[dt.datetime | None]
     create_time: Mapped[dt.datetime] = mapped_column(default=_now)
     last_use_time: Mapped[dt.datetime | None]
