@@ -36,7 +36,16 @@ class Settings(BaseSettings):
     listen_address: str = "127.0.0.1:50051"
     metrics_address: str | None = "127.0.0.1:9464"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Calls beyond this many at once are refused with RESOURCE_EXHAUSTED (health exempt).
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    # Streaming calls one principal may hold open at once.
+    max_streams_per_principal: int = Field(default=8, ge=1)
+    # A stream whose client reads nothing (or, for client streams, sends nothing) for this
+    # long is ended with DEADLINE_EXCEEDED.
+    stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Entries a repeated request field may hold; larger requests are refused before any
+    # per-entry work.
+    max_repeated_field_entries: int = Field(default=1000, ge=1)
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -83,7 +92,12 @@ class Settings(BaseSettings):
             "SyncService/ConnectStrava": 5.0,
         }
     )
+    # Streams are charged by work: one more token per this many bytes streamed either way.
+    rate_limit_stream_bytes_per_token: int = Field(default=256 * 1024, ge=1024)
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    # Prefix of every Redis key Stride writes (rate-limit buckets), so deployments and test
+    # runs can share one Redis database.
+    redis_key_prefix: str = "stride:"
     # How long a verified athlete token is trusted before it is looked up again; a revoked
     # token keeps working on other replicas for at most this long. 0 looks up every call.
     auth_cache_seconds: float = Field(default=5.0, ge=0)
