@@ -28,6 +28,19 @@ class AccessToken:
     expire_time: dt.datetime | None
     create_time: dt.datetime
     last_use_time: dt.datetime | None
+    # The token that created this one; None when the operator created it.
+    parent_token_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    """The athlete access token a call was authenticated with.
+
+    A token may only create tokens that expire no later than itself, and what it creates
+    is revoked with it (lineage through `AccessToken.parent_token_id`)."""
+
+    id: str
+    expire_time: dt.datetime | None
 
 
 @dataclass(frozen=True)

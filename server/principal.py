@@ -5,12 +5,18 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from domain.tokens import BearerToken
+
 
 @dataclass(frozen=True)
 class Principal:
-    """Either the operator (`admin`) or an athlete acting through an access token."""
+    """Either the operator (`admin`) or an athlete acting through an access token.
+
+    `token` is the athlete's access token (its id and expiry) the call was authenticated
+    with; the operator has none."""
 
     athlete_id: str | None
+    token: BearerToken | None = None
 
     @property
     def is_admin(self) -> bool:

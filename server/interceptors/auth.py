@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import math
+import threading
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NamedTuple
 
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from core import metrics
 from domain.errors import Unauthenticated
-from domain.tokens import ATHLETE_TOKEN_PREFIX, digest
+from domain.tokens import ATHLETE_TOKEN_PREFIX, BearerToken, digest
 from server import authorization
 from server.blocking import BlockingRunner
 from server.interceptors.base import Context, Handler, is_open_method, metadata_of
@@ -20,8 +22,21 @@ from server.principal import ADMIN, Principal, current_principal
 from services.tokens import AccessTokenService
 
 
+class _Entry(NamedTuple):
+    principal: Principal
+    expires_at: float  # the token's own expiry (inf: never)
+    trusted_until: float  # when it must be looked up again
+
+
 class Authenticator:
-    """Turns an `authorization` header into a Principal, or raises Unauthenticated."""
+    """Turns an `authorization` header into a Principal, or raises Unauthenticated.
+
+    Verified athlete tokens are trusted for `cache_seconds` without a database lookup. When
+    this process revokes a token (through `tokens`), every cached token of that athlete is
+    forgotten at once, which covers the tokens the revoked one created; a revocation made by
+    another process takes effect here when the entry's `cache_seconds` run out. `clock`
+    (seconds since the epoch) decides both the cache periods and token expiry.
+    """
 
     MAX_CACHED = 10_000
 
@@ -31,13 +46,21 @@ class Authenticator:
         tokens: AccessTokenService,
         run: BlockingRunner,
         cache_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._admin_digest = admin_digest
         self._tokens = tokens
         self._run = run
         self._cache_seconds = cache_seconds
-        # token digest -> (principal, token expiry, trusted until); verified tokens only.
-        self._cache: dict[str, tuple[Principal, float, float]] = {}
+        self._clock = clock
+        # Revocations arrive on executor threads, lookups on the event loop.
+        self._lock = threading.Lock()
+        # token digest -> entry, and athlete id -> digests of that athlete's cached tokens.
+        self._cache: dict[str, _Entry] = {}
+        self._by_athlete: dict[str, set[str]] = {}
+        # Bumped by every revocation: a lookup that overlapped one is not cached.
+        self._generation = 0
+        tokens.on_revoke(self.forget_athlete)
 
     async def principal(self, header: str | None) -> Principal:
         if not header:
@@ -50,20 +73,66 @@ class Authenticator:
         if hmac.compare_digest(presented, self._admin_digest):
             return ADMIN
         if secret.startswith(ATHLETE_TOKEN_PREFIX):
-            now = time.time()
-            cached = self._cache.get(presented)
-            if cached is not None and now < cached[1] and now < cached[2]:
-                return cached[0]
-            token = await self._run(self._tokens.authenticate, secret)
+            now = self._clock()
+            cached = self._cached(presented, now)
+            if cached is not None:
+                return cached
+            generation = self._generation
+            token = await self._run(
+                self._tokens.authenticate, secret, dt.datetime.fromtimestamp(now, dt.UTC)
+            )
             if token is not None:
-                principal = Principal(athlete_id=token.athlete_id)
-                if self._cache_seconds > 0:
-                    if len(self._cache) >= self.MAX_CACHED:
-                        self._cache.clear()
-                    expiry = token.expire_time.timestamp() if token.expire_time else math.inf
-                    self._cache[presented] = (principal, expiry, now + self._cache_seconds)
+                principal = Principal(
+                    athlete_id=token.athlete_id,
+                    token=BearerToken(id=token.id, expire_time=token.expire_time),
+                )
+                expiry = token.expire_time.timestamp() if token.expire_time else math.inf
+                self._remember(
+                    presented, _Entry(principal, expiry, now + self._cache_seconds), generation
+                )
                 return principal
         raise _rejected("INVALID_TOKEN", "the token is unknown, revoked or expired")
+
+    def forget_athlete(self, athlete_id: str) -> None:
+        """Drop every cached token of the athlete (some of them were revoked)."""
+        with self._lock:
+            self._generation += 1
+            for presented in self._by_athlete.pop(athlete_id, ()):
+                self._cache.pop(presented, None)
+
+    def _cached(self, presented: str, now: float) -> Principal | None:
+        with self._lock:
+            entry = self._cache.get(presented)
+            if entry is None:
+                return None
+            if now < entry.expires_at and now < entry.trusted_until:
+                return entry.principal
+            del self._cache[presented]
+            self._unindex(entry.principal, presented)
+            return None
+
+    def _remember(self, presented: str, entry: _Entry, generation: int) -> None:
+        if self._cache_seconds <= 0:
+            return
+        athlete_id = entry.principal.athlete_id
+        assert athlete_id is not None
+        with self._lock:
+            if generation != self._generation:
+                return  # a revocation overlapped the lookup: it may have found a revoked token
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache.clear()
+                self._by_athlete.clear()
+            self._cache[presented] = entry
+            self._by_athlete.setdefault(athlete_id, set()).add(presented)
+
+    def _unindex(self, principal: Principal, presented: str) -> None:
+        if principal.athlete_id is None:
+            return
+        digests = self._by_athlete.get(principal.athlete_id)
+        if digests is not None:
+            digests.discard(presented)
+            if not digests:
+                del self._by_athlete[principal.athlete_id]
 
 
 def _rejected(reason: str, message: str) -> Unauthenticated:

@@ -14,6 +14,7 @@ from domain.errors import Violations
 from server.blocking import BlockingRunner
 from server.convert import athletes as convert
 from server.convert.common import fields_to_update, timestamp_to_datetime
+from server.principal import ADMIN, current_principal
 from services.athletes import AthleteService
 from services.tokens import AccessTokenService
 
@@ -90,8 +91,14 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
             else None
         )
         violations.raise_if_any()
+        # The interceptor set the principal; without one (no interceptors) the operator calls.
+        principal = current_principal.get() or ADMIN
         issued = await self._run(
-            self._tokens.issue, athlete_id, request.access_token.display_name, expire_time
+            self._tokens.issue,
+            athlete_id,
+            request.access_token.display_name,
+            expire_time,
+            principal.token,
         )
         return convert.access_token_to_proto(issued.token, issued.secret)
 

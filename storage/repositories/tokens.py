@@ -21,6 +21,7 @@ def _to_domain(row: AccessTokenRow) -> AccessToken:
         expire_time=row.expire_time,
         create_time=row.create_time,
         last_use_time=row.last_use_time,
+        parent_token_id=row.parent_token_id,
     )
 
 
@@ -29,13 +30,19 @@ class AccessTokenRepository:
         self.session = session
 
     def add(
-        self, athlete_id: str, display_name: str, token_hash: str, expire_time: dt.datetime | None
+        self,
+        athlete_id: str,
+        display_name: str,
+        token_hash: str,
+        expire_time: dt.datetime | None,
+        parent_token_id: str | None = None,
     ) -> AccessToken:
         row = AccessTokenRow(
             id=uuid.uuid4().hex,
             athlete_id=athlete_id,
             display_name=display_name,
             token_hash=token_hash,
+            parent_token_id=parent_token_id,
             expire_time=expire_time,
             create_time=dt.datetime.now(dt.UTC),
         )
@@ -49,12 +56,24 @@ class AccessTokenRepository:
         ).first()
         return _to_domain(row) if row is not None else None
 
+    def lock(self, token_id: str) -> bool:
+        """Whether the token exists; on PostgreSQL its row stays locked against deletion (not
+        against updates) until the transaction ends, so a token created from it cannot
+        outlive a concurrent revocation."""
+        found = self.session.scalar(
+            select(AccessTokenRow.id)
+            .where(AccessTokenRow.id == token_id)
+            .with_for_update(key_share=True)
+        )
+        return found is not None
+
     def touch(self, token_id: str, when: dt.datetime) -> None:
         self.session.execute(
             update(AccessTokenRow).where(AccessTokenRow.id == token_id).values(last_use_time=when)
         )
 
     def delete(self, athlete_id: str, token_id: str) -> bool:
+        """Delete a token; the database deletes the tokens it created (ON DELETE CASCADE)."""
         result = self.session.execute(
             delete(AccessTokenRow).where(
                 AccessTokenRow.id == token_id, AccessTokenRow.athlete_id == athlete_id
