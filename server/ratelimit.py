@@ -111,7 +111,8 @@ class RateLimiter:
 
     RETRY_REDIS_SECONDS = 5.0
 
-    def __init__(self, redis: Redis | None) -> None:
+    def __init__(self, redis: Redis | None, key_prefix: str = "stride:") -> None:
+        self._prefix = f"{key_prefix}rl:"
         self._script = redis.register_script(_LUA) if redis is not None else None
         self._local = LocalBuckets()
         self._leased: dict[str, float] = {}
@@ -137,7 +138,7 @@ class RateLimiter:
         args: list[float] = []
         for limit in short:
             args += [limit.rate, limit.burst, cost, max(cost, limit.lease)]
-        keys = [f"stride:rl:{limit.key}" for limit in short]
+        keys = [self._prefix + limit.key for limit in short]
         with tracer().start_as_current_span("redis rate_limit", kind=trace.SpanKind.CLIENT):
             try:
                 reply = await self._script(keys=keys, args=args)

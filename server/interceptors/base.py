@@ -1,14 +1,19 @@
-"""Shared plumbing for interceptors: metadata access and stream wrapping."""
+"""Shared plumbing for interceptors: metadata access, the caller's address, stream wrapping."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler = Callable[[Any, Context], Any]
+
+# The caller's address, read once when the call starts: gRPC frees the call's core object
+# when the call ends, and reading `context.peer()` after that crashes the process.
+current_peer: ContextVar[str] = ContextVar("peer", default="")
 
 
 def metadata_of(context: Context) -> dict[str, str]:
@@ -23,6 +28,15 @@ def metadata_of(context: Context) -> dict[str, str]:
 def is_open_method(method_name: str) -> bool:
     """Health and reflection stay reachable without credentials or limits."""
     return method_name.startswith(("/grpc.health.v1.", "/grpc.reflection."))
+
+
+def is_stream(value: Any) -> bool:
+    return hasattr(value, "__aiter__")
+
+
+async def finish(result: Any) -> Any:
+    """What an interceptor returns: a response stream as is, a unary response awaited."""
+    return result if is_stream(result) else await result
 
 
 async def count_stream(items: AsyncIterator[Any], counter: list[int]) -> AsyncIterator[Any]:

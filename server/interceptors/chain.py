@@ -8,17 +8,35 @@ class with the usual `intercept(method, request, context, method_name)`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeAlias, cast
 
+import grpc
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from server.interceptors.base import Context, Handler
+from server.interceptors.requests import tolerant
+
+Handlers: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 class InterceptorChain(AsyncServerInterceptor):
     def __init__(self, layers: Sequence[AsyncServerInterceptor]) -> None:
         self._layers = list(reversed(layers))  # innermost first
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handlers]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handlers:
+        """The library's handler, decoding requests tolerantly (see interceptors.requests)."""
+        handler: Any = await super().intercept_service(  # type: ignore[no-untyped-call]
+            continuation, handler_call_details
+        )
+        if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED
+            return cast("Handlers", None)
+        decode = tolerant(handler.request_deserializer)
+        return cast("Handlers", handler._replace(request_deserializer=decode))
 
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str

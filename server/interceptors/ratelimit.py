@@ -1,14 +1,20 @@
-"""Rate limits per principal and per client IP, with per-method costs."""
+"""Rate limits by client address (before authentication) and by principal (after it).
+
+The address limit runs before any credential is looked up, so a flood of invalid tokens is
+throttled without a database lookup each; the principal limit runs before authorization,
+so calls on other athletes' resources spend the caller's tokens like any other call.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from core import metrics
 from domain.errors import ResourceExhausted
-from server.interceptors.base import Context, Handler, is_open_method
+from server.interceptors.base import Context, Handler, current_peer, finish, is_open_method
 from server.principal import current_principal
 from server.ratelimit import Limit, RateLimiter, retry_seconds
 
@@ -23,7 +29,9 @@ def client_ip(peer: str) -> str:
     return peer
 
 
-class RateLimitInterceptor(AsyncServerInterceptor):
+class Quotas:
+    """The bucket settings and per-method costs, shared by the limit layers and streams."""
+
     def __init__(
         self,
         limiter: RateLimiter,
@@ -34,26 +42,65 @@ class RateLimitInterceptor(AsyncServerInterceptor):
         ip_burst: float,
         method_costs: dict[str, float],
     ) -> None:
-        self._limiter = limiter
+        self.limiter = limiter
         self._principal = (principal_rate, principal_burst)
         self._ip = (ip_rate, ip_burst)
         self._costs = {f"/stride.v1.{name}": cost for name, cost in method_costs.items()}
+
+    def cost(self, method_name: str) -> float:
+        return self._costs.get(method_name, 1.0)
+
+    def address_limit(self) -> Limit:
+        return Limit(f"ip:{client_ip(current_peer.get())}", *self._ip)
+
+    def caller_limit(self) -> Limit:
+        """The principal's bucket once authenticated, else the address's."""
+        principal = current_principal.get()
+        if principal is None:
+            return self.address_limit()
+        return Limit(f"principal:{principal.label}", *self._principal)
+
+    async def charge(self, limit: Limit, cost: float, method_name: str) -> None:
+        """Take `cost` tokens or raise RESOURCE_EXHAUSTED with the wait."""
+        decision = await self.limiter.take([limit], cost)
+        if not decision.allowed:
+            metrics.RATE_LIMITED.labels(method_name).inc()
+            raise ResourceExhausted(
+                "rate limit exceeded; retry later",
+                retry_after_seconds=retry_seconds(decision),
+                reason="RATE_LIMITED",
+            )
+
+    async def wait_for(self, limit: Limit, cost: float) -> None:
+        """Take `cost` tokens, waiting for the bucket to refill: streams slow down rather
+        than fail when their caller runs out of budget."""
+        cost = min(cost, limit.burst)
+        # A bucket refills with time, not on an event: sleep for the wait it names.
+        while not (decision := await self.limiter.take([limit], cost)).allowed:  # noqa: ASYNC110
+            await asyncio.sleep(max(0.001, min(decision.retry_after_seconds, 5.0)))
+
+
+class AddressRateLimitInterceptor(AsyncServerInterceptor):
+    def __init__(self, quotas: Quotas) -> None:
+        self._quotas = quotas
 
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
         if not is_open_method(method_name):
-            principal = current_principal.get()
-            limits = [Limit(f"ip:{client_ip(context.peer())}", *self._ip)]
-            if principal is not None:
-                limits.append(Limit(f"principal:{principal.label}", *self._principal))
-            decision = await self._limiter.take(limits, self._costs.get(method_name, 1.0))
-            if not decision.allowed:
-                metrics.RATE_LIMITED.labels(method_name).inc()
-                raise ResourceExhausted(
-                    "rate limit exceeded; retry later",
-                    retry_after_seconds=retry_seconds(decision),
-                    reason="RATE_LIMITED",
-                )
-        result = method(request_or_iterator, context)
-        return result if hasattr(result, "__aiter__") else await result
+            quotas = self._quotas
+            await quotas.charge(quotas.address_limit(), quotas.cost(method_name), method_name)
+        return await finish(method(request_or_iterator, context))
+
+
+class PrincipalRateLimitInterceptor(AsyncServerInterceptor):
+    def __init__(self, quotas: Quotas) -> None:
+        self._quotas = quotas
+
+    async def intercept(
+        self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
+    ) -> Any:
+        if not is_open_method(method_name) and current_principal.get() is not None:
+            quotas = self._quotas
+            await quotas.charge(quotas.caller_limit(), quotas.cost(method_name), method_name)
+        return await finish(method(request_or_iterator, context))

@@ -16,7 +16,7 @@ from opentelemetry import trace
 
 from core import metrics
 from core.telemetry import context_from_metadata, start_server_span
-from server.interceptors.base import Context, Handler, count_stream, metadata_of
+from server.interceptors.base import Context, Handler, count_stream, current_peer, metadata_of
 from server.principal import current_principal
 
 log = structlog.get_logger("stride.access")
@@ -35,7 +35,8 @@ class TelemetryInterceptor(AsyncServerInterceptor):
         metadata = metadata_of(context)
         request_id = _request_id(metadata)
         await context.send_initial_metadata((("x-request-id", request_id),))
-        call = _Call(method_name, request_id, context)
+        call = _Call(method_name, request_id, context, context.peer())
+        current_peer.set(call.peer)
         span = start_server_span(
             method_name.lstrip("/"),
             context_from_metadata(metadata),
@@ -71,10 +72,11 @@ class TelemetryInterceptor(AsyncServerInterceptor):
 class _Call:
     """Book-keeping for one RPC from its first to its last message."""
 
-    def __init__(self, method: str, request_id: str, context: Context) -> None:
+    def __init__(self, method: str, request_id: str, context: Context, peer: str) -> None:
         self.method = method
         self.request_id = request_id
         self.context = context
+        self.peer = peer
         self.sent = [0]
         self.received = [0]
         self.started = time.perf_counter()
@@ -109,7 +111,7 @@ class _Call:
         fields: dict[str, Any] = {
             "code": code.name,
             "duration_ms": round(duration * 1000, 3),
-            "peer": self.context.peer(),
+            "peer": self.peer,
             "principal": principal.label if principal else None,
         }
         if self.sent[0] or self.received[0]:
