@@ -26,10 +26,18 @@ class StrideError(Exception):
 class InvalidArgument(StrideError):
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
-        fields = ", ".join(v.field for v in violations)
-        super().__init__(f"invalid request: {fields}", reason=reason)
+    SHOWN_IN_MESSAGE = 5
+
+    def __init__(
+        self, violations: list[FieldViolation], *, reason: str | None = None, omitted: int = 0
+    ) -> None:
+        """`omitted`: further violations found but not kept (see Violations.MAX_KEPT)."""
+        shown = [v.field[:100] for v in violations[: self.SHOWN_IN_MESSAGE]]
+        more = len(violations) - len(shown) + omitted
+        suffix = f" and {more} more" if more else ""
+        super().__init__(f"invalid request: {', '.join(shown)}{suffix}", reason=reason)
         self.violations = violations
+        self.omitted = omitted
 
 
 class NotFound(StrideError):
@@ -52,6 +60,30 @@ class AlreadyExists(StrideError):
 
 class FailedPrecondition(StrideError):
     reason = "FAILED_PRECONDITION"
+
+
+class Aborted(StrideError):
+    """A concurrent change got there first (a stale etag, AIP-154): read again, then retry."""
+
+    reason = "ABORTED"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        resource_type: str = "",
+        resource_name: str = "",
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.resource_type = resource_type
+        self.resource_name = resource_name
+
+
+class DeadlineExceeded(StrideError):
+    """The call waited on its client for too long (an idle stream)."""
+
+    reason = "STREAM_IDLE"
 
 
 class Unauthenticated(StrideError):
@@ -79,19 +111,34 @@ class Unavailable(RetryableError):
 
 
 class Violations:
-    """Collects every problem in a request so one error names them all."""
+    """Collects the problems in a request so one error names them all.
+
+    Keeps the first problem per field and at most MAX_KEPT fields, counting the rest: a
+    request with thousands of bad entries costs constant work per entry, and its error
+    stays small enough to travel in gRPC trailers."""
+
+    MAX_KEPT = 100
 
     def __init__(self) -> None:
-        self.items: list[FieldViolation] = []
+        self._by_field: dict[str, str] = {}
+        self.omitted = 0
 
     def add(self, field: str, description: str) -> None:
         """Record a problem; only the first one found for a field is kept."""
-        if all(item.field != field for item in self.items):
-            self.items.append(FieldViolation(field, description))
+        if field in self._by_field:
+            return
+        if len(self._by_field) >= self.MAX_KEPT:
+            self.omitted += 1
+            return
+        self._by_field[field] = description
+
+    @property
+    def items(self) -> list[FieldViolation]:
+        return [FieldViolation(f, d) for f, d in self._by_field.items()]
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self._by_field)
 
     def raise_if_any(self) -> None:
-        if self.items:
-            raise InvalidArgument(self.items)
+        if self._by_field:
+            raise InvalidArgument(self.items, omitted=self.omitted)

@@ -17,7 +17,14 @@ from domain.errors import Unauthenticated
 from domain.tokens import ATHLETE_TOKEN_PREFIX, BearerToken, digest
 from server import authorization
 from server.blocking import BlockingRunner
-from server.interceptors.base import Context, Handler, is_open_method, metadata_of
+from server.interceptors.base import (
+    Context,
+    Handler,
+    finish,
+    is_open_method,
+    is_stream,
+    metadata_of,
+)
 from server.principal import ADMIN, Principal, current_principal
 from services.tokens import AccessTokenService
 
@@ -140,7 +147,9 @@ def _rejected(reason: str, message: str) -> Unauthenticated:
     return Unauthenticated(message, reason=reason)
 
 
-class AuthInterceptor(AsyncServerInterceptor):
+class AuthenticationInterceptor(AsyncServerInterceptor):
+    """Who is calling: sets `current_principal` (left unset for open and public methods)."""
+
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
 
@@ -149,16 +158,25 @@ class AuthInterceptor(AsyncServerInterceptor):
     ) -> Any:
         if not (is_open_method(method_name) or authorization.is_public(method_name)):
             header = metadata_of(context).get("authorization")
-            principal = await self._authenticator.principal(header)
-            current_principal.set(principal)
-            if hasattr(request_or_iterator, "__aiter__"):
+            current_principal.set(await self._authenticator.principal(header))
+        return await finish(method(request_or_iterator, context))
+
+
+class AuthorizationInterceptor(AsyncServerInterceptor):
+    """May the principal call this method on this resource (server/authorization.py)."""
+
+    async def intercept(
+        self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
+    ) -> Any:
+        principal = current_principal.get()
+        if principal is not None:
+            if is_stream(request_or_iterator):
                 request_or_iterator = await _authorize_stream(
                     request_or_iterator, principal, method_name
                 )
             else:
                 authorization.authorize(principal, method_name, request_or_iterator)
-        result = method(request_or_iterator, context)
-        return result if hasattr(result, "__aiter__") else await result
+        return await finish(method(request_or_iterator, context))
 
 
 async def _authorize_stream(
