@@ -7,9 +7,12 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from domain.tokens import ADMIN_TOKEN_PREFIX, digest, new_secret
 
@@ -27,6 +30,37 @@ def _host_port(value: str) -> str:
     return value
 
 
+_PORT_RULE = "a port from 1 to 65535"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _check_database_url(url: str) -> None:
+    """A URL SQLAlchemy can parse, whose port (when given) is a real TCP port. Messages never
+    echo the URL: it may carry a password."""
+    if "://" not in url:
+        raise ValueError("must be a URL such as postgresql+psycopg://user@host/db")
+    try:
+        port = make_url(url).port
+    except ArgumentError:
+        raise ValueError("must be a URL such as postgresql+psycopg://user@host/db") from None
+    except ValueError:  # int() of whatever follows the host's colon
+        raise ValueError(f"has a malformed port (must be {_PORT_RULE})") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"has a malformed port (must be {_PORT_RULE})")
+
+
+def _check_redis_url(url: str) -> None:
+    parts = urlsplit(url)
+    if "://" not in url or parts.scheme not in REDIS_SCHEMES:
+        raise ValueError("must be a URL such as redis://host:6379/0 (redis, rediss or unix)")
+    try:
+        port = parts.port  # raises for a non-number or one beyond 65535
+    except ValueError:
+        raise ValueError(f"has a malformed port (must be {_PORT_RULE})") from None
+    if port == 0:
+        raise ValueError(f"has a malformed port (must be {_PORT_RULE})")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True
@@ -36,6 +70,8 @@ class Settings(BaseSettings):
     listen_address: str = "127.0.0.1:50051"
     metrics_address: str | None = "127.0.0.1:9464"
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # Let several processes listen on one port (SO_REUSEPORT). Off: a port in use is refused.
+    reuse_port: bool = False
     # Calls beyond this many at once are refused with RESOURCE_EXHAUSTED (health exempt).
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
     # Streaming calls one principal may hold open at once.
@@ -117,11 +153,28 @@ class Settings(BaseSettings):
     def _check_metrics(cls, value: str | None) -> str | None:
         return None if value in (None, "", "off") else _host_port(value)
 
-    @field_validator("database_url", "redis_url")
+    @field_validator("database_url")
     @classmethod
-    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and "://" not in value.get_secret_value():
-            raise ValueError("must be a URL such as postgresql+psycopg://user@host/db")
+    def _check_database(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _check_replicas(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for number, url in enumerate(value, start=1):
+            try:
+                _check_database_url(url.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"URL {number} {exc}") from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_redis_url(value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -197,10 +250,16 @@ def admin_token_digest_in(data_dir: Path) -> str:
     return digest(token)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Validate the environment; a SettingsError names every bad variable."""
+def load_settings(*, require_shared_secrets: bool = True, **overrides: object) -> Settings:
+    """Validate the environment; a SettingsError names every bad variable.
+
+    With an external database (STRIDE_DATABASE_URL) several processes serve one database, so
+    the secret key and admin token must be given, the same on every one: a generated value would
+    differ per process (page tokens from one replica failing on another). Tools that only touch
+    the schema, such as stride-migrate, pass `require_shared_secrets=False`.
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
@@ -208,3 +267,17 @@ def load_settings(**overrides: object) -> Settings:
             name = ENV_PREFIX + field.upper() if field else "settings"
             lines.append(f"{name}: {error['msg']}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    if require_shared_secrets and not settings.embedded:
+        missing = [
+            f"{ENV_PREFIX}{field.upper()}: must be set with {ENV_PREFIX}DATABASE_URL"
+            " (the same value on every server)"
+            for field in ("secret_key", "admin_token")
+            if not _given(getattr(settings, field))
+        ]
+        if missing:
+            raise SettingsError("invalid configuration:\n  " + "\n  ".join(missing))
+    return settings
+
+
+def _given(value: SecretStr | None) -> bool:
+    return value is not None and bool(value.get_secret_value().strip())

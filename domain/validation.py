@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import math
+import string
 import zoneinfo
 from functools import lru_cache
 
 from domain.errors import Violations
 
+# What a system's zoneinfo directory holds besides IANA names: the machine's own zone,
+# the POSIX-rules template, "Factory" (no zone at all), and copies of the database with
+# other conventions (right/ counts leap seconds, which civil time never does).
+_NOT_IANA_NAMES = frozenset({"localtime", "posixrules", "Factory"})
+_NOT_IANA_PREFIXES = ("posix/", "right/")
+
+
+def is_iana_name(name: str) -> bool:
+    """A time zone name clients may store: an identifier of the IANA tz database, such as
+    `Europe/Paris` (Area/Location), `UTC`, or a backward-compatible link such as `US/Eastern`;
+    never a system file such as `localtime`, `posixrules`, `Factory`, `posix/...` or `right/...`.
+    """
+    return name not in _NOT_IANA_NAMES and not name.startswith(_NOT_IANA_PREFIXES)
+
 
 @lru_cache(maxsize=1)
 def _time_zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(name for name in zoneinfo.available_timezones() if is_iana_name(name))
 
 
 def is_time_zone(value: str) -> bool:
+    """An IANA time zone known to this machine's tz database (see `is_iana_name`)."""
     return value in _time_zones()
 
 
@@ -55,6 +71,10 @@ def check_number(
         violations.add(field, f"must be between {minimum:g} and {maximum:g}{suffix}")
 
 
+_REQUEST_ID_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_")
+
+
 def check_request_id(violations: Violations, field: str, value: str) -> None:
-    if len(value) > 64 or not all(c.isalnum() or c in "-_" for c in value):
-        violations.add(field, "must be at most 64 letters, digits, '-' or '_' (a UUID)")
+    """ASCII only: `str.isalnum` would also let in letters and digits such as 'é' or '٣'."""
+    if len(value) > 64 or not _REQUEST_ID_CHARACTERS.issuperset(value):
+        violations.add(field, "must be at most 64 ASCII letters, digits, '-' or '_' (a UUID)")

@@ -30,7 +30,7 @@ from stride.v1 import (
 from core.settings import ADMIN_TOKEN_FILE, Settings
 from core.telemetry import instrument_engine
 from domain.pagination import PageTokens
-from server import reflection
+from server import listen, reflection
 from server.blocking import BlockingRunner
 from server.health import HealthMonitor
 from server.interceptors.auth import Authenticator, AuthInterceptor
@@ -159,7 +159,7 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
     chain = [InterceptorChain(_interceptors(settings, tokens, runner, limiter))]
     server = grpc.aio.server(
         interceptors=chain if interceptors else [],
-        options=[("grpc.so_reuseport", 1)],
+        options=listen.server_options(reuse_port=settings.reuse_port),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     health = HealthServicer()
@@ -189,7 +189,9 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable(server, [*SERVICE_NAMES, "grpc.health.v1.Health"])
 
-    port = server.add_insecure_port(settings.listen_address)
+    port = listen.add_port(server, settings.listen_address, reuse_port=settings.reuse_port)
+    # Both ports are bound before serving starts, so a busy one leaves nothing running.
+    metrics = MetricsEndpoint(settings.metrics_address) if settings.metrics_address else None
     await server.start()
     await monitor.start()
 
@@ -197,7 +199,6 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
     if settings.embedded:
         workers = InProcessWorkers(huey, settings.huey_workers)
         workers.start()
-    metrics = MetricsEndpoint(settings.metrics_address) if settings.metrics_address else None
 
     host = settings.listen_address.rpartition(":")[0]
     log.info(

@@ -6,11 +6,16 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
+from server.listen import ListenError, describe
+
 
 class MetricsEndpoint:
     def __init__(self, address: str) -> None:
         host, _, port = address.rpartition(":")
-        server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+        try:
+            server, _thread = start_http_server(int(port), addr=host.strip("[]"))
+        except OSError as exc:
+            raise ListenError(f"metrics: {describe(address, exc)}") from None
         self._server: WSGIServer = server
         self.port: int = server.server_port
 

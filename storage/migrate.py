@@ -39,9 +39,11 @@ def main() -> None:
     parser.add_argument("revision", nargs="?", help="target revision (head / base by default)")
     args = parser.parse_args()
     try:
-        settings = load_settings()
+        # Migrating needs only the database: no secret key or admin token.
+        settings = load_settings(require_shared_secrets=False)
     except SettingsError as exc:
-        sys.exit(str(exc))
+        print(f"stride-migrate: {exc}", file=sys.stderr)
+        sys.exit(2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = Database(settings.primary_database_url, [], PoolOptions(size=1, max_overflow=0))
     try:

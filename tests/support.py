@@ -66,6 +66,8 @@ def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
         STRIDE_METRICS_ADDRESS="127.0.0.1:0",
         STRIDE_LOG_FORMAT="json",
         STRIDE_ADMIN_TOKEN=ADMIN_TOKEN,
+        # Required with PostgreSQL (every replica must share it); harmless with SQLite.
+        STRIDE_SECRET_KEY="test-secret",
         PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
     )
     env.update(extra)
