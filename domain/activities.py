@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from domain import etags
 from domain.errors import Violations
 from domain.sports import SPORT_TYPES
 from domain.validation import check_number, check_text, check_time_zone
@@ -64,6 +65,12 @@ class Activity:
     sample_count: int
     create_time: dt.datetime
     update_time: dt.datetime
+    # Incremented by every update; the etag is derived from it (domain.etags).
+    revision: int = 1
+
+    @property
+    def etag(self) -> str:
+        return etags.etag(self.revision)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from domain import etags
 from domain.errors import Violations
 from domain.validation import check_number, check_text, check_time_zone
 
@@ -45,6 +46,12 @@ class Athlete:
     strava_state: StravaState
     create_time: dt.datetime
     update_time: dt.datetime
+    # Incremented by every update; the etag is derived from it (domain.etags).
+    revision: int = 1
+
+    @property
+    def etag(self) -> str:
+        return etags.etag(self.revision)
 
 
 def validate_profile(

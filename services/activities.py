@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import names
+from domain import etags, names
 from domain.activities import (
     Activity,
     ActivityEdit,
@@ -20,11 +20,11 @@ from domain.activities import (
     validate_edit,
     validate_measurements,
 )
-from domain.errors import NotFound, Violations
+from domain.errors import Aborted, NotFound, StrideError, Violations
 from domain.validation import check_request_id
 from services.athletes import RESOURCE as ATHLETE_RESOURCE
 from services.paging import Paging
-from storage.database import Database
+from storage.database import Database, Reader
 from storage.repositories.activities import ActivityRepository, SampleRepository
 from storage.repositories.athletes import AthleteRepository
 
@@ -53,7 +53,9 @@ class ActivityService:
         violations.raise_if_any()
         try:
             with self.db.transaction() as session:
-                athlete = AthleteRepository(session).get(athlete_id)
+                # Locked (FOR SHARE on PostgreSQL) so the athlete cannot be deleted before the
+                # activity is in: a concurrent DeleteAthlete waits, then removes both.
+                athlete = AthleteRepository(session).get(athlete_id, share=True)
                 if athlete is None:
                     raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
                 repo = ActivityRepository(session)
@@ -71,35 +73,56 @@ class ActivityService:
                     request_id=request_id or None,
                 )
         except IntegrityError:
-            with self.db.transaction() as session:
+            # A concurrent retry with the same request_id won the insert: return its result.
+            # Anything else (the athlete deleted meanwhile) answers ABORTED (server/errors.py).
+            if not request_id:
+                raise
+            with self.db.read_primary() as session:
                 found = ActivityRepository(session).get_by_request_id(athlete_id, request_id)
             if found is None:
                 raise
             return found
 
     def get(self, athlete_id: str, activity_id: str) -> Activity:
-        with self.db.transaction() as session:
+        with self.db.read_primary() as session:
             return _require(ActivityRepository(session), athlete_id, activity_id)
 
-    def update(self, athlete_id: str, activity_id: str, changes: dict[str, Any]) -> Activity:
-        """Apply `changes` (editable field -> value) and validate the result."""
+    def update(
+        self, athlete_id: str, activity_id: str, changes: dict[str, Any], etag: str = ""
+    ) -> Activity:
+        """Apply `changes` (editable field -> value) and validate the result.
+
+        The row is locked before it is read, so concurrent updates merge one after the
+        other; a non-empty `etag` that is not current raises Aborted (AIP-154)."""
+        name = names.activity_name(athlete_id, activity_id)
         with self.db.transaction() as session:
             repo = ActivityRepository(session)
-            current = _require(repo, athlete_id, activity_id)
+            current = _require(repo, athlete_id, activity_id, lock=True)
+            etags.check(etag, current.revision, RESOURCE, name)
             edit = dataclasses.replace(current.edit, **changes)
             violations = Violations()
             validate_edit(edit, violations, "activity")
             violations.raise_if_any()
             if edit == current.edit:
                 return current
-            updated = repo.update_edit(athlete_id, activity_id, edit)
-            assert updated is not None
+            updated = repo.update_edit(current, edit)
+            if updated is None:  # only if the lock did not hold: never a lost update
+                raise _vanished_or_changed(repo.get(athlete_id, activity_id) is not None, name)
             return updated
 
-    def delete(self, athlete_id: str, activity_id: str) -> None:
+    def delete(self, athlete_id: str, activity_id: str, etag: str = "") -> None:
+        """A non-empty `etag` that is not current raises Aborted (AIP-154)."""
+        name = names.activity_name(athlete_id, activity_id)
         with self.db.transaction() as session:
-            if not ActivityRepository(session).delete(athlete_id, activity_id):
-                raise NotFound(RESOURCE, names.activity_name(athlete_id, activity_id))
+            repo = ActivityRepository(session)
+            revision = None
+            if etag:
+                current = _require(repo, athlete_id, activity_id, lock=True)
+                etags.check(etag, current.revision, RESOURCE, name)
+                revision = current.revision
+            if not repo.delete(athlete_id, activity_id, revision):
+                exists = revision is not None and repo.get(athlete_id, activity_id) is not None
+                raise _vanished_or_changed(exists, name)
 
     def list_page(
         self, athlete_id: str, where: ActivityFilter, page_size: int, page_token: str
@@ -119,23 +142,40 @@ class ActivityService:
         )
         return rows[:size], token
 
-    def check_readable(self, athlete_id: str, activity_id: str) -> Activity:
-        """The activity, read where its samples will be read from (a replica if any)."""
-        with self.db.read_only() as session:
-            return _require(ActivityRepository(session), athlete_id, activity_id)
-
-    def samples_after(
-        self, activity_id: str, after: dt.datetime | None, limit: int
-    ) -> list[Sample]:
-        with self.db.read_only() as session:
-            return SampleRepository(session).chunk(activity_id, after, limit)
+    def open_samples(self, athlete_id: str, activity_id: str) -> SampleReader:
+        """A reader of the activity's samples, pinned to one replica (or the primary) for the
+        whole stream; raises NotFound when the activity is not there."""
+        reader = self.db.reader()
+        with reader.session() as session:
+            _require(ActivityRepository(session), athlete_id, activity_id)
+        return SampleReader(reader, activity_id)
 
 
-def _require(repo: ActivityRepository, athlete_id: str, activity_id: str) -> Activity:
-    activity = repo.get(athlete_id, activity_id)
+class SampleReader:
+    """Reads one activity's samples chunk by chunk, every chunk from the same database."""
+
+    def __init__(self, reader: Reader, activity_id: str) -> None:
+        self._reader = reader
+        self.activity_id = activity_id
+
+    def after(self, after: dt.datetime | None, limit: int) -> list[Sample]:
+        with self._reader.session() as session:
+            return SampleRepository(session).chunk(self.activity_id, after, limit)
+
+
+def _require(
+    repo: ActivityRepository, athlete_id: str, activity_id: str, *, lock: bool = False
+) -> Activity:
+    activity = repo.get(athlete_id, activity_id, lock=lock)
     if activity is None:
         raise NotFound(RESOURCE, names.activity_name(athlete_id, activity_id))
     return activity
+
+
+def _vanished_or_changed(exists: bool, name: str) -> StrideError:
+    if not exists:
+        return NotFound(RESOURCE, name)
+    return Aborted(f"{name} was changed concurrently; retry", reason="CONCURRENT_MODIFICATION")
 
 
 def _require_athlete(session: Session, athlete_id: str) -> None:

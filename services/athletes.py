@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from domain import names
+from domain import etags, names
 from domain.athletes import Athlete, AthleteProfile, validate_profile
-from domain.errors import NotFound, Violations
+from domain.errors import Aborted, NotFound, StrideError, Violations
 from domain.validation import check_request_id
 from services.paging import Paging
 from storage.database import Database
@@ -44,40 +44,56 @@ class AthleteService:
                 return existing or repo.add(profile, request_id or None)
         except IntegrityError:
             # A concurrent retry with the same request_id won the insert: return its result.
-            with self.db.transaction() as session:
+            with self.db.read_primary() as session:
                 existing = AthleteRepository(session).get_by_request_id(request_id)
             if existing is None:
                 raise
             return existing
 
     def get(self, athlete_id: str) -> Athlete:
-        with self.db.transaction() as session:
+        with self.db.read_primary() as session:
             athlete = AthleteRepository(session).get(athlete_id)
         if athlete is None:
             raise NotFound(RESOURCE, names.athlete_name(athlete_id))
         return athlete
 
-    def update(self, athlete_id: str, changes: dict[str, Any]) -> Athlete:
-        """Apply `changes` (profile field -> value) and validate the merged profile."""
+    def update(self, athlete_id: str, changes: dict[str, Any], etag: str = "") -> Athlete:
+        """Apply `changes` (profile field -> value) and validate the merged profile.
+
+        The row is locked before it is read, so concurrent updates merge one after the
+        other; a non-empty `etag` that is not current raises Aborted (AIP-154)."""
+        name = names.athlete_name(athlete_id)
         with self.db.transaction() as session:
             repo = AthleteRepository(session)
-            current = repo.get(athlete_id)
+            current = repo.get(athlete_id, lock=True)
             if current is None:
-                raise NotFound(RESOURCE, names.athlete_name(athlete_id))
+                raise NotFound(RESOURCE, name)
+            etags.check(etag, current.revision, RESOURCE, name)
             profile = dataclasses.replace(current.profile, **changes)
             violations = Violations()
             validate_profile(profile, violations, "athlete", _today())
             violations.raise_if_any()
             if profile == current.profile:
                 return current
-            updated = repo.update(athlete_id, profile)
-            assert updated is not None
+            updated = repo.update(current, profile)
+            if updated is None:  # only if the lock did not hold: never a lost update
+                raise _vanished_or_changed(repo.exists(athlete_id), name)
             return updated
 
-    def delete(self, athlete_id: str) -> None:
+    def delete(self, athlete_id: str, etag: str = "") -> None:
+        """A non-empty `etag` that is not current raises Aborted (AIP-154)."""
+        name = names.athlete_name(athlete_id)
         with self.db.transaction() as session:
-            if not AthleteRepository(session).delete(athlete_id):
-                raise NotFound(RESOURCE, names.athlete_name(athlete_id))
+            repo = AthleteRepository(session)
+            revision = None
+            if etag:
+                current = repo.get(athlete_id, lock=True)
+                if current is None:
+                    raise NotFound(RESOURCE, name)
+                etags.check(etag, current.revision, RESOURCE, name)
+                revision = current.revision
+            if not repo.delete(athlete_id, revision):
+                raise _vanished_or_changed(revision is not None and repo.exists(athlete_id), name)
 
     def list_page(self, page_size: int, page_token: str) -> tuple[list[Athlete], str]:
         violations = Violations()
@@ -89,3 +105,9 @@ class AthleteService:
             rows = AthleteRepository(session).list(after, size + 1)
         token = self.paging.next_token(query, rows, size, lambda a: (a.create_time, a.id))
         return rows[:size], token
+
+
+def _vanished_or_changed(exists: bool, name: str) -> StrideError:
+    if not exists:
+        return NotFound(RESOURCE, name)
+    return Aborted(f"{name} was changed concurrently; retry", reason="CONCURRENT_MODIFICATION")

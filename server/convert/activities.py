@@ -70,7 +70,17 @@ IMMUTABLE = (
     "average_heart_rate_bpm",
     "max_heart_rate_bpm",
 )
-OUTPUT_ONLY = ("name", "source", "external_id", "sample_count", "create_time", "update_time")
+# Paths an update mask may name but that are never written. `etag` is sent back with an
+# update as its precondition (AIP-154), not as a value.
+OUTPUT_ONLY = (
+    "name",
+    "source",
+    "external_id",
+    "sample_count",
+    "create_time",
+    "update_time",
+    "etag",
+)
 
 
 def sport_type_from_proto(value: int, field: str, violations: Violations) -> str:
@@ -160,6 +170,7 @@ def activity_to_proto(activity: Activity) -> activity_pb2.Activity:
         sample_count=activity.sample_count,
         create_time=datetime_to_timestamp(activity.create_time),
         update_time=datetime_to_timestamp(activity.update_time),
+        etag=activity.etag,
     )
 
 

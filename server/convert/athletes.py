@@ -29,7 +29,9 @@ STRAVA_STATE_TO_PROTO = {
     StravaState.REVOKED: athlete_pb2.STRAVA_CONNECTION_STATE_REVOKED,
 }
 
-OUTPUT_ONLY = ("name", "strava_connection_state", "create_time", "update_time")
+# Paths an update mask may name but that are never written. `etag` is sent back with an
+# update as its precondition (AIP-154), not as a value.
+OUTPUT_ONLY = ("name", "strava_connection_state", "create_time", "update_time", "etag")
 
 
 def profile_values(
@@ -89,5 +91,6 @@ def athlete_to_proto(athlete: Athlete) -> athlete_pb2.Athlete:
         strava_connection_state=STRAVA_STATE_TO_PROTO[athlete.strava_state],
         create_time=datetime_to_timestamp(athlete.create_time),
         update_time=datetime_to_timestamp(athlete.update_time),
+        etag=athlete.etag,
     )
     return message

@@ -68,14 +68,16 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         )
         changes = convert.edit_values(request.activity, fields, violations)
         violations.raise_if_any()
-        activity = await self._run(self._activities.update, athlete_id, activity_id, changes)
+        activity = await self._run(
+            self._activities.update, athlete_id, activity_id, changes, request.activity.etag
+        )
         return convert.activity_to_proto(activity)
 
     async def DeleteActivity(
         self, request: activity_pb2.DeleteActivityRequest, context: Context
     ) -> empty_pb2.Empty:
         athlete_id, activity_id = names.parse_activity(request.name, "name")
-        await self._run(self._activities.delete, athlete_id, activity_id)
+        await self._run(self._activities.delete, athlete_id, activity_id, request.etag)
         return empty_pb2.Empty()
 
     async def ListActivities(
@@ -119,12 +121,11 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         athlete_id, activity_id = names.parse_activity(request.name, "name", violations)
         query = _sample_query(request, self._chunk_size, violations)
         violations.raise_if_any()
-        await self._run(self._activities.check_readable, athlete_id, activity_id)
+        # Every chunk comes from the replica that found the activity.
+        samples = await self._run(self._activities.open_samples, athlete_id, activity_id)
         after = None
         while True:
-            chunk = await self._run(
-                self._activities.samples_after, activity_id, after, query.chunk_size
-            )
+            chunk = await self._run(samples.after, after, query.chunk_size)
             if chunk:
                 yield activity_pb2.StreamActivitySamplesResponse(
                     samples=[convert.sample_to_proto(s, query.channels) for s in chunk]

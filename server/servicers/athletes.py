@@ -58,14 +58,14 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
         )
         changes = convert.profile_values(request.athlete, fields, violations)
         violations.raise_if_any()
-        athlete = await self._run(self._athletes.update, athlete_id, changes)
+        athlete = await self._run(self._athletes.update, athlete_id, changes, request.athlete.etag)
         return convert.athlete_to_proto(athlete)
 
     async def DeleteAthlete(
         self, request: athlete_pb2.DeleteAthleteRequest, context: Context
     ) -> empty_pb2.Empty:
         athlete_id = names.parse_athlete(request.name, "name")
-        await self._run(self._athletes.delete, athlete_id)
+        await self._run(self._athletes.delete, athlete_id, request.etag)
         return empty_pb2.Empty()
 
     async def ListAthletes(

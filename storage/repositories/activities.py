@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ def _to_domain(row: ActivityRow | Row[Any]) -> Activity:
         sample_count=row.sample_count,
         create_time=row.create_time,
         update_time=row.update_time,
+        revision=row.revision,
     )
 
 
@@ -91,6 +93,7 @@ class ActivityRepository:
             request_id=request_id,
             raw=raw,
             sample_count=0,
+            revision=1,
             create_time=now,
             update_time=now,
         )
@@ -98,9 +101,17 @@ class ActivityRepository:
         self.session.flush()
         return _to_domain(row)
 
-    def get(self, athlete_id: str, activity_id: str) -> Activity | None:
-        row = self.session.get(ActivityRow, activity_id)
-        return _to_domain(row) if row is not None and row.athlete_id == athlete_id else None
+    def get(self, athlete_id: str, activity_id: str, *, lock: bool = False) -> Activity | None:
+        """`lock`: hold the row (FOR UPDATE on PostgreSQL) until the unit of work ends, so
+        what is merged into it cannot change meanwhile; None when it does not exist (or was
+        deleted while we waited for the lock)."""
+        query = select(ActivityRow).where(
+            ActivityRow.id == activity_id, ActivityRow.athlete_id == athlete_id
+        )
+        if lock:
+            query = query.with_for_update()
+        row = self.session.scalars(query).first()
+        return _to_domain(row) if row is not None else None
 
     def get_by_request_id(self, athlete_id: str, request_id: str) -> Activity | None:
         query = select(ActivityRow).where(
@@ -109,24 +120,37 @@ class ActivityRepository:
         row = self.session.scalars(query).first()
         return _to_domain(row) if row is not None else None
 
-    def update_edit(self, athlete_id: str, activity_id: str, edit: ActivityEdit) -> Activity | None:
-        row = self.session.get(ActivityRow, activity_id, with_for_update=True)
-        if row is None or row.athlete_id != athlete_id:
-            return None
-        row.title = edit.title
-        row.description = edit.description
-        row.sport_type = edit.sport_type
-        row.visibility = edit.visibility.value
-        row.update_time = dt.datetime.now(dt.UTC)
-        self.session.flush()
-        return _to_domain(row)
-
-    def delete(self, athlete_id: str, activity_id: str) -> bool:
+    def update_edit(self, current: Activity, edit: ActivityEdit) -> Activity | None:
+        """Write `edit` over `current` (read with `lock=True` in this unit of work) and
+        increment its revision; None when the row is gone or at another revision."""
+        now = dt.datetime.now(dt.UTC)
         result = self.session.execute(
-            delete(ActivityRow).where(
-                ActivityRow.id == activity_id, ActivityRow.athlete_id == athlete_id
+            update(ActivityRow)
+            .where(ActivityRow.id == current.id, ActivityRow.revision == current.revision)
+            .values(
+                title=edit.title,
+                description=edit.description,
+                sport_type=edit.sport_type,
+                visibility=edit.visibility.value,
+                revision=current.revision + 1,
+                update_time=now,
             )
+            .execution_options(synchronize_session=False)
         )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return None
+        return dataclasses.replace(
+            current, edit=edit, revision=current.revision + 1, update_time=now
+        )
+
+    def delete(self, athlete_id: str, activity_id: str, revision: int | None = None) -> bool:
+        """With `revision`, only that revision is deleted."""
+        query = delete(ActivityRow).where(
+            ActivityRow.id == activity_id, ActivityRow.athlete_id == athlete_id
+        )
+        if revision is not None:
+            query = query.where(ActivityRow.revision == revision)
+        result = self.session.execute(query)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def list(
@@ -185,8 +209,11 @@ class SampleRepository:
         count = self.session.scalar(
             select(func.count()).where(ActivitySampleRow.activity_id == activity_id)
         )
+        # New samples are a new version of the activity: its etag changes.
         self.session.execute(
-            update(ActivityRow).where(ActivityRow.id == activity_id).values(sample_count=count)
+            update(ActivityRow)
+            .where(ActivityRow.id == activity_id)
+            .values(sample_count=count, revision=ActivityRow.revision + 1)
         )
         return int(count or 0)
 

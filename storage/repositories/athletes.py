@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
 from domain.athletes import Athlete, AthleteProfile, Sex, StravaState
@@ -28,6 +29,7 @@ def _to_domain(row: AthleteRow, strava_state: str | None) -> Athlete:
         strava_state=StravaState(strava_state or StravaState.NOT_CONNECTED),
         create_time=row.create_time,
         update_time=row.update_time,
+        revision=row.revision,
     )
 
 
@@ -48,37 +50,60 @@ class AthleteRepository:
             request_id=request_id,
             create_time=now,
             update_time=now,
+            revision=1,
             **_columns(profile),
         )
         self.session.add(row)
         self.session.flush()
         return _to_domain(row, None)
 
-    def get(self, athlete_id: str) -> Athlete | None:
-        found = self.session.execute(_select().where(AthleteRow.id == athlete_id)).first()
+    def get(self, athlete_id: str, *, lock: bool = False, share: bool = False) -> Athlete | None:
+        """None when the athlete does not exist (or was deleted while we waited for a lock).
+
+        The locks hold until the unit of work ends (PostgreSQL; on SQLite a write unit of
+        work holds the whole database). `lock` (FOR UPDATE): for read-merge-write, so what
+        is merged into cannot change meanwhile. `share` (FOR SHARE): for work that adds rows
+        under the athlete, who then cannot be deleted meanwhile."""
+        query = _select().where(AthleteRow.id == athlete_id)
+        if lock or share:
+            query = query.with_for_update(of=AthleteRow, read=not lock)
+        found = self.session.execute(query).first()
         return _to_domain(found[0], found[1]) if found else None
 
-    def exists(self, athlete_id: str) -> bool:
+    def exists(self, athlete_id: str, *, share: bool = False) -> bool:
+        """`share`: as for `get`."""
         query = select(AthleteRow.id).where(AthleteRow.id == athlete_id)
+        if share:
+            query = query.with_for_update(read=True)
         return self.session.execute(query).first() is not None
 
     def get_by_request_id(self, request_id: str) -> Athlete | None:
         found = self.session.execute(_select().where(AthleteRow.request_id == request_id)).first()
         return _to_domain(found[0], found[1]) if found else None
 
-    def update(self, athlete_id: str, profile: AthleteProfile) -> Athlete | None:
-        row = self.session.get(AthleteRow, athlete_id, with_for_update=True)
-        if row is None:
+    def update(self, current: Athlete, profile: AthleteProfile) -> Athlete | None:
+        """Write `profile` over `current` (read with `lock=True` in this unit of work) and
+        increment its revision; None when the row is gone."""
+        now = dt.datetime.now(dt.UTC)
+        result = self.session.execute(
+            update(AthleteRow)
+            .where(AthleteRow.id == current.id, AthleteRow.revision == current.revision)
+            .values(revision=current.revision + 1, update_time=now, **_columns(profile))
+            .execution_options(synchronize_session=False)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
             return None
-        for column, value in _columns(profile).items():
-            setattr(row, column, value)
-        row.update_time = dt.datetime.now(dt.UTC)
-        self.session.flush()
-        return self.get(athlete_id)
+        return dataclasses.replace(
+            current, profile=profile, revision=current.revision + 1, update_time=now
+        )
 
-    def delete(self, athlete_id: str) -> bool:
-        """Activities, samples, tokens and jobs go with the athlete (ON DELETE CASCADE)."""
-        result = self.session.execute(delete(AthleteRow).where(AthleteRow.id == athlete_id))
+    def delete(self, athlete_id: str, revision: int | None = None) -> bool:
+        """Activities, samples, tokens and jobs go with the athlete (ON DELETE CASCADE).
+        With `revision`, only that revision is deleted."""
+        query = delete(AthleteRow).where(AthleteRow.id == athlete_id)
+        if revision is not None:
+            query = query.where(AthleteRow.revision == revision)
+        result = self.session.execute(query)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def list(self, after: tuple[dt.datetime, str] | None, limit: int) -> list[Athlete]:

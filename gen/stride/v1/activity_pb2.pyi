@@ -116,6 +116,7 @@ class Activity(_message.Message):
     SAMPLE_COUNT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`athletes/{athlete}/activities/{activity}`."""
     title: _builtins.str
@@ -137,6 +138,13 @@ class Activity(_message.Message):
     """The activity's id at its source (a Strava id, a file name); empty for manual entries."""
     sample_count: _builtins.int
     """Number of recorded samples; 0 for manual entries."""
+    etag: _builtins.str
+    """Entity tag (AIP-154) of this version, set by the server; changes with every update
+    (including a re-import of its samples). Send it back in UpdateActivity (or
+    DeleteActivityRequest.etag) to apply the change only if nobody changed the activity
+    since: otherwise the call fails with ABORTED. Empty means unconditional. Opaque to
+    clients (today a quoted revision number, such as `"3"`).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -172,10 +180,11 @@ class Activity(_message.Message):
         sample_count: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "elapsed_time", b"elapsed_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["average_heart_rate_bpm"]  # noqa: Y015
     _WhichOneofArgType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm"]  # noqa: Y015
@@ -332,15 +341,21 @@ class DeleteActivityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    etag: _builtins.str
+    """The activity's current etag, to delete only if unchanged since read (ABORTED
+    otherwise); empty deletes unconditionally.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

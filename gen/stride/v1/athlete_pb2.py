@@ -32,7 +32,7 @@ from google.type import date_pb2 as google_dot_type_dot_date__pb2
 from stride.v1 import common_pb2 as stride_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stride/v1/athlete.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x16stride/v1/common.proto\"\xc9\x04\n\x07\x41thlete\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\nbirth_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateB\x04\xe2\x41\x01\x01\x12!\n\x03sex\x18\x04 \x01(\x0e\x32\x0e.stride.v1.SexB\x04\xe2\x41\x01\x01\x12\x17\n\ttime_zone\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\tweight_kg\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12%\n\x12max_heart_rate_bpm\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12)\n\x16resting_heart_rate_bpm\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12G\n\x17strava_connection_state\x18\t \x01(\x0e\x32 .stride.v1.StravaConnectionStateB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:>\xea\x41;\n\x12stride.dev/Athlete\x12\x12\x61thletes/{athlete}*\x08\x61thletes2\x07\x61thleteB\x0c\n\n_weight_kgB\x15\n\x13_max_heart_rate_bpmB\x19\n\x17_resting_heart_rate_bpm\"[\n\x14\x43reateAthleteRequest\x12)\n\x07\x61thlete\x18\x01 \x01(\x0b\x32\x12.stride.v1.AthleteB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\">\n\x11GetAthleteRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\"x\n\x14UpdateAthleteRequest\x12)\n\x07\x61thlete\x18\x01 \x01(\x0b\x32\x12.stride.v1.AthleteB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"A\n\x14\x44\x65leteAthleteRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\"H\n\x13ListAthletesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"U\n\x14ListAthletesResponse\x12$\n\x08\x61thletes\x18\x01 \x03(\x0b\x32\x12.stride.v1.Athlete\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe1\x02\n\x0b\x41\x63\x63\x65ssToken\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x13\n\x05token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:f\xea\x41\x63\n\x16stride.dev/AccessToken\x12.athletes/{athlete}/accessTokens/{access_token}*\x0c\x61\x63\x63\x65ssTokens2\x0b\x61\x63\x63\x65ssToken\"{\n\x18\x43reateAccessTokenRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x32\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\x0b\x32\x16.stride.v1.AccessTokenB\x04\xe2\x41\x01\x02\"y\n\x17ListAccessTokensRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"b\n\x18ListAccessTokensResponse\x12-\n\raccess_tokens\x18\x01 \x03(\x0b\x32\x16.stride.v1.AccessToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x18\x44\x65leteAccessTokenRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16stride.dev/AccessToken*\xb7\x01\n\x15StravaConnectionState\x12\'\n#STRAVA_CONNECTION_STATE_UNSPECIFIED\x10\x00\x12)\n%STRAVA_CONNECTION_STATE_NOT_CONNECTED\x10\x01\x12%\n!STRAVA_CONNECTION_STATE_CONNECTED\x10\x02\x12#\n\x1fSTRAVA_CONNECTION_STATE_REVOKED\x10\x03\x32\xb5\x07\n\x0e\x41thleteService\x12\x63\n\rCreateAthlete\x12\x1f.stride.v1.CreateAthleteRequest\x1a\x12.stride.v1.Athlete\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/athletes:\x07\x61thlete\x12]\n\nGetAthlete\x12\x1c.stride.v1.GetAthleteRequest\x1a\x12.stride.v1.Athlete\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=athletes/*}\x12t\n\rUpdateAthlete\x12\x1f.stride.v1.UpdateAthleteRequest\x1a\x12.stride.v1.Athlete\".\x82\xd3\xe4\x93\x02(2\x1d/v1/{athlete.name=athletes/*}:\x07\x61thlete\x12g\n\rDeleteAthlete\x12\x1f.stride.v1.DeleteAthleteRequest\x1a\x16.google.protobuf.Empty\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=athletes/*}\x12\x65\n\x0cListAthletes\x12\x1e.stride.v1.ListAthletesRequest\x1a\x1f.stride.v1.ListAthletesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/athletes\x12\x8c\x01\n\x11\x43reateAccessToken\x12#.stride.v1.CreateAccessTokenRequest\x1a\x16.stride.v1.AccessToken\":\x82\xd3\xe4\x93\x02\x34\"$/v1/{parent=athletes/*}/accessTokens:\x0c\x61\x63\x63\x65ss_token\x12\x89\x01\n\x10ListAccessTokens\x12\".stride.v1.ListAccessTokensRequest\x1a#.stride.v1.ListAccessTokensResponse\",\x82\xd3\xe4\x93\x02&\x12$/v1/{parent=athletes/*}/accessTokens\x12~\n\x11\x44\x65leteAccessToken\x12#.stride.v1.DeleteAccessTokenRequest\x1a\x16.google.protobuf.Empty\",\x82\xd3\xe4\x93\x02&*$/v1/{name=athletes/*/accessTokens/*}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stride/v1/athlete.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x16stride/v1/common.proto\"\xdd\x04\n\x07\x41thlete\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\nbirth_date\x18\x03 \x01(\x0b\x32\x11.google.type.DateB\x04\xe2\x41\x01\x01\x12!\n\x03sex\x18\x04 \x01(\x0e\x32\x0e.stride.v1.SexB\x04\xe2\x41\x01\x01\x12\x17\n\ttime_zone\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\tweight_kg\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12%\n\x12max_heart_rate_bpm\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12)\n\x16resting_heart_rate_bpm\x18\x08 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12G\n\x17strava_connection_state\x18\t \x01(\x0e\x32 .stride.v1.StravaConnectionStateB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0c \x01(\tB\x04\xe2\x41\x01\x01:>\xea\x41;\n\x12stride.dev/Athlete\x12\x12\x61thletes/{athlete}*\x08\x61thletes2\x07\x61thleteB\x0c\n\n_weight_kgB\x15\n\x13_max_heart_rate_bpmB\x19\n\x17_resting_heart_rate_bpm\"[\n\x14\x43reateAthleteRequest\x12)\n\x07\x61thlete\x18\x01 \x01(\x0b\x32\x12.stride.v1.AthleteB\x04\xe2\x41\x01\x02\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\">\n\x11GetAthleteRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\"x\n\x14UpdateAthleteRequest\x12)\n\x07\x61thlete\x18\x01 \x01(\x0b\x32\x12.stride.v1.AthleteB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x01\"U\n\x14\x44\x65leteAthleteRequest\x12)\n\x04name\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x12\n\x04\x65tag\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"H\n\x13ListAthletesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"U\n\x14ListAthletesResponse\x12$\n\x08\x61thletes\x18\x01 \x03(\x0b\x32\x12.stride.v1.Athlete\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe1\x02\n\x0b\x41\x63\x63\x65ssToken\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x13\n\x05token\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rlast_use_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:f\xea\x41\x63\n\x16stride.dev/AccessToken\x12.athletes/{athlete}/accessTokens/{access_token}*\x0c\x61\x63\x63\x65ssTokens2\x0b\x61\x63\x63\x65ssToken\"{\n\x18\x43reateAccessTokenRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x32\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\x0b\x32\x16.stride.v1.AccessTokenB\x04\xe2\x41\x01\x02\"y\n\x17ListAccessTokensRequest\x12+\n\x06parent\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"b\n\x18ListAccessTokensResponse\x12-\n\raccess_tokens\x18\x01 \x03(\x0b\x32\x16.stride.v1.AccessToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x18\x44\x65leteAccessTokenRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16stride.dev/AccessToken*\xb7\x01\n\x15StravaConnectionState\x12\'\n#STRAVA_CONNECTION_STATE_UNSPECIFIED\x10\x00\x12)\n%STRAVA_CONNECTION_STATE_NOT_CONNECTED\x10\x01\x12%\n!STRAVA_CONNECTION_STATE_CONNECTED\x10\x02\x12#\n\x1fSTRAVA_CONNECTION_STATE_REVOKED\x10\x03\x32\xb5\x07\n\x0e\x41thleteService\x12\x63\n\rCreateAthlete\x12\x1f.stride.v1.CreateAthleteRequest\x1a\x12.stride.v1.Athlete\"\x1d\x82\xd3\xe4\x93\x02\x17\"\x0c/v1/athletes:\x07\x61thlete\x12]\n\nGetAthlete\x12\x1c.stride.v1.GetAthleteRequest\x1a\x12.stride.v1.Athlete\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/{name=athletes/*}\x12t\n\rUpdateAthlete\x12\x1f.stride.v1.UpdateAthleteRequest\x1a\x12.stride.v1.Athlete\".\x82\xd3\xe4\x93\x02(2\x1d/v1/{athlete.name=athletes/*}:\x07\x61thlete\x12g\n\rDeleteAthlete\x12\x1f.stride.v1.DeleteAthleteRequest\x1a\x16.google.protobuf.Empty\"\x1d\x82\xd3\xe4\x93\x02\x17*\x15/v1/{name=athletes/*}\x12\x65\n\x0cListAthletes\x12\x1e.stride.v1.ListAthletesRequest\x1a\x1f.stride.v1.ListAthletesResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/athletes\x12\x8c\x01\n\x11\x43reateAccessToken\x12#.stride.v1.CreateAccessTokenRequest\x1a\x16.stride.v1.AccessToken\":\x82\xd3\xe4\x93\x02\x34\"$/v1/{parent=athletes/*}/accessTokens:\x0c\x61\x63\x63\x65ss_token\x12\x89\x01\n\x10ListAccessTokens\x12\".stride.v1.ListAccessTokensRequest\x1a#.stride.v1.ListAccessTokensResponse\",\x82\xd3\xe4\x93\x02&\x12$/v1/{parent=athletes/*}/accessTokens\x12~\n\x11\x44\x65leteAccessToken\x12#.stride.v1.DeleteAccessTokenRequest\x1a\x16.google.protobuf.Empty\",\x82\xd3\xe4\x93\x02&*$/v1/{name=athletes/*/accessTokens/*}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,6 +61,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATHLETE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_ATHLETE'].fields_by_name['update_time']._loaded_options = None
   _globals['_ATHLETE'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_ATHLETE'].fields_by_name['etag']._loaded_options = None
+  _globals['_ATHLETE'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
   _globals['_ATHLETE']._loaded_options = None
   _globals['_ATHLETE']._serialized_options = b'\352A;\n\022stride.dev/Athlete\022\022athletes/{athlete}*\010athletes2\007athlete'
   _globals['_CREATEATHLETEREQUEST'].fields_by_name['athlete']._loaded_options = None
@@ -75,6 +77,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEATHLETEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\001'
   _globals['_DELETEATHLETEREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_DELETEATHLETEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\024\n\022stride.dev/Athlete'
+  _globals['_DELETEATHLETEREQUEST'].fields_by_name['etag']._loaded_options = None
+  _globals['_DELETEATHLETEREQUEST'].fields_by_name['etag']._serialized_options = b'\342A\001\001'
   _globals['_LISTATHLETESREQUEST'].fields_by_name['page_size']._loaded_options = None
   _globals['_LISTATHLETESREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
   _globals['_LISTATHLETESREQUEST'].fields_by_name['page_token']._loaded_options = None
@@ -121,32 +125,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATHLETESERVICE'].methods_by_name['ListAccessTokens']._serialized_options = b'\202\323\344\223\002&\022$/v1/{parent=athletes/*}/accessTokens'
   _globals['_ATHLETESERVICE'].methods_by_name['DeleteAccessToken']._loaded_options = None
   _globals['_ATHLETESERVICE'].methods_by_name['DeleteAccessToken']._serialized_options = b'\202\323\344\223\002&*$/v1/{name=athletes/*/accessTokens/*}'
-  _globals['_STRAVACONNECTIONSTATE']._serialized_start=2147
-  _globals['_STRAVACONNECTIONSTATE']._serialized_end=2330
+  _globals['_STRAVACONNECTIONSTATE']._serialized_start=2187
+  _globals['_STRAVACONNECTIONSTATE']._serialized_end=2370
   _globals['_ATHLETE']._serialized_start=273
-  _globals['_ATHLETE']._serialized_end=858
-  _globals['_CREATEATHLETEREQUEST']._serialized_start=860
-  _globals['_CREATEATHLETEREQUEST']._serialized_end=951
-  _globals['_GETATHLETEREQUEST']._serialized_start=953
-  _globals['_GETATHLETEREQUEST']._serialized_end=1015
-  _globals['_UPDATEATHLETEREQUEST']._serialized_start=1017
-  _globals['_UPDATEATHLETEREQUEST']._serialized_end=1137
-  _globals['_DELETEATHLETEREQUEST']._serialized_start=1139
-  _globals['_DELETEATHLETEREQUEST']._serialized_end=1204
-  _globals['_LISTATHLETESREQUEST']._serialized_start=1206
-  _globals['_LISTATHLETESREQUEST']._serialized_end=1278
-  _globals['_LISTATHLETESRESPONSE']._serialized_start=1280
-  _globals['_LISTATHLETESRESPONSE']._serialized_end=1365
-  _globals['_ACCESSTOKEN']._serialized_start=1368
-  _globals['_ACCESSTOKEN']._serialized_end=1721
-  _globals['_CREATEACCESSTOKENREQUEST']._serialized_start=1723
-  _globals['_CREATEACCESSTOKENREQUEST']._serialized_end=1846
-  _globals['_LISTACCESSTOKENSREQUEST']._serialized_start=1848
-  _globals['_LISTACCESSTOKENSREQUEST']._serialized_end=1969
-  _globals['_LISTACCESSTOKENSRESPONSE']._serialized_start=1971
-  _globals['_LISTACCESSTOKENSRESPONSE']._serialized_end=2069
-  _globals['_DELETEACCESSTOKENREQUEST']._serialized_start=2071
-  _globals['_DELETEACCESSTOKENREQUEST']._serialized_end=2144
-  _globals['_ATHLETESERVICE']._serialized_start=2333
-  _globals['_ATHLETESERVICE']._serialized_end=3282
+  _globals['_ATHLETE']._serialized_end=878
+  _globals['_CREATEATHLETEREQUEST']._serialized_start=880
+  _globals['_CREATEATHLETEREQUEST']._serialized_end=971
+  _globals['_GETATHLETEREQUEST']._serialized_start=973
+  _globals['_GETATHLETEREQUEST']._serialized_end=1035
+  _globals['_UPDATEATHLETEREQUEST']._serialized_start=1037
+  _globals['_UPDATEATHLETEREQUEST']._serialized_end=1157
+  _globals['_DELETEATHLETEREQUEST']._serialized_start=1159
+  _globals['_DELETEATHLETEREQUEST']._serialized_end=1244
+  _globals['_LISTATHLETESREQUEST']._serialized_start=1246
+  _globals['_LISTATHLETESREQUEST']._serialized_end=1318
+  _globals['_LISTATHLETESRESPONSE']._serialized_start=1320
+  _globals['_LISTATHLETESRESPONSE']._serialized_end=1405
+  _globals['_ACCESSTOKEN']._serialized_start=1408
+  _globals['_ACCESSTOKEN']._serialized_end=1761
+  _globals['_CREATEACCESSTOKENREQUEST']._serialized_start=1763
+  _globals['_CREATEACCESSTOKENREQUEST']._serialized_end=1886
+  _globals['_LISTACCESSTOKENSREQUEST']._serialized_start=1888
+  _globals['_LISTACCESSTOKENSREQUEST']._serialized_end=2009
+  _globals['_LISTACCESSTOKENSRESPONSE']._serialized_start=2011
+  _globals['_LISTACCESSTOKENSRESPONSE']._serialized_end=2109
+  _globals['_DELETEACCESSTOKENREQUEST']._serialized_start=2111
+  _globals['_DELETEACCESSTOKENREQUEST']._serialized_end=2184
+  _globals['_ATHLETESERVICE']._serialized_start=2373
+  _globals['_ATHLETESERVICE']._serialized_end=3322
 # @@protoc_insertion_point(module_scope)

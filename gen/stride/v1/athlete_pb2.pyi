@@ -62,6 +62,7 @@ class Athlete(_message.Message):
     STRAVA_CONNECTION_STATE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name, `athletes/{athlete}`."""
     display_name: _builtins.str
@@ -78,6 +79,12 @@ class Athlete(_message.Message):
     """Resting heart rate in beats per minute; below `max_heart_rate_bpm`."""
     strava_connection_state: Global___StravaConnectionState.ValueType
     """Whether Strava is connected; changed through SyncService only."""
+    etag: _builtins.str
+    """Entity tag (AIP-154) of this version, set by the server; changes with every update.
+    Send it back in UpdateAthlete (or DeleteAthleteRequest.etag) to apply the change only
+    if nobody changed the athlete since: otherwise the call fails with ABORTED. Empty
+    means unconditional. Opaque to clients (today a quoted revision number, such as `"3"`).
+    """
     @_builtins.property
     def birth_date(self) -> _date_pb2.Date:
         """Used for age grading; must not be in the future."""
@@ -100,10 +107,11 @@ class Athlete(_message.Message):
         strava_connection_state: Global___StravaConnectionState.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_heart_rate_bpm", b"_max_heart_rate_bpm", "_resting_heart_rate_bpm", b"_resting_heart_rate_bpm", "_weight_kg", b"_weight_kg", "birth_date", b"birth_date", "create_time", b"create_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "resting_heart_rate_bpm", b"resting_heart_rate_bpm", "update_time", b"update_time", "weight_kg", b"weight_kg"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_heart_rate_bpm", b"_max_heart_rate_bpm", "_resting_heart_rate_bpm", b"_resting_heart_rate_bpm", "_weight_kg", b"_weight_kg", "birth_date", b"birth_date", "create_time", b"create_time", "display_name", b"display_name", "max_heart_rate_bpm", b"max_heart_rate_bpm", "name", b"name", "resting_heart_rate_bpm", b"resting_heart_rate_bpm", "sex", b"sex", "strava_connection_state", b"strava_connection_state", "time_zone", b"time_zone", "update_time", b"update_time", "weight_kg", b"weight_kg"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_heart_rate_bpm", b"_max_heart_rate_bpm", "_resting_heart_rate_bpm", b"_resting_heart_rate_bpm", "_weight_kg", b"_weight_kg", "birth_date", b"birth_date", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "max_heart_rate_bpm", b"max_heart_rate_bpm", "name", b"name", "resting_heart_rate_bpm", b"resting_heart_rate_bpm", "sex", b"sex", "strava_connection_state", b"strava_connection_state", "time_zone", b"time_zone", "update_time", b"update_time", "weight_kg", b"weight_kg"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_heart_rate_bpm: _TypeAlias = _typing.Literal["max_heart_rate_bpm"]  # noqa: Y015
     _WhichOneofArgType__max_heart_rate_bpm: _TypeAlias = _typing.Literal["_max_heart_rate_bpm", b"_max_heart_rate_bpm"]  # noqa: Y015
@@ -196,15 +204,21 @@ class DeleteAthleteRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    etag: _builtins.str
+    """The athlete's current etag, to delete only if unchanged since read (ABORTED otherwise);
+    empty deletes unconditionally.
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
