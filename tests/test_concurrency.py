@@ -17,10 +17,16 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
+from domain.activities import ActivityEdit, Measurements, Source
+from domain.athletes import AthleteProfile
+from server.errors import from_exception
 from storage.models import AthleteRow
+from storage.repositories.activities import ActivityRepository
 from storage.repositories.athletes import AthleteRepository
 from tests.support import LogCapture, ServerThread, detail, reason
 
@@ -380,3 +386,49 @@ def test_a_failed_statement_logs_no_parameters(
     [error] = logs.events("unhandled error")
     assert "INSERT INTO athletes" in str(error)
     assert marker not in logs.text
+
+
+def test_integrity_errors_left_by_races_are_aborted_and_bugs_stay_internal(
+    server: ServerThread,
+) -> None:
+    """What locking does not rule out (a foreign key or unique key violated by a concurrent
+    call, an ORM row gone under a flush) is ABORTED and retryable; NOT NULL is a bug."""
+    assert server.running is not None
+    database = server.running.database
+    with database.transaction() as session:
+        athlete = AthleteRepository(session).add(
+            AthleteProfile(display_name="Taken", time_zone="UTC"), "taken-request"
+        )
+
+    def failure(**columns: Any) -> IntegrityError:
+        values = {"id": uuid.uuid4().hex, "display_name": "X", "time_zone": "UTC"} | columns
+        with pytest.raises(IntegrityError) as caught, database.transaction() as session:
+            session.execute(insert(AthleteRow).values(**values))
+        return caught.value
+
+    def orphan() -> IntegrityError:
+        with pytest.raises(IntegrityError) as caught, database.transaction() as session:
+            ActivityRepository(session).add(
+                "no-such-athlete",
+                ActivityEdit(title="Orphan", sport_type="Run"),
+                Measurements(start_time=dt.datetime.now(dt.UTC), elapsed=dt.timedelta(seconds=60)),
+                source=Source.MANUAL,
+            )
+        return caught.value
+
+    for exc in (
+        orphan(),
+        failure(id=athlete.id),
+        failure(request_id="taken-request"),
+        StaleDataError("UPDATE statement on table 'athletes' expected to update 1 row(s)"),
+    ):
+        mapped = from_exception(exc, "/stride.v1.AthleteService/UpdateAthlete")
+        assert mapped is not None, exc
+        assert mapped.code == grpc.StatusCode.ABORTED
+        assert mapped.retry_after_seconds is not None
+        info = error_details_pb2.ErrorInfo()
+        mapped.status.details[0].Unpack(info)
+        assert info.reason == "CONCURRENT_MODIFICATION"
+    assert (
+        from_exception(failure(time_zone=None), "/stride.v1.AthleteService/UpdateAthlete") is None
+    )
