@@ -33,10 +33,21 @@ from domain.pagination import PageTokens
 from server import listen, reflection
 from server.blocking import BlockingRunner
 from server.health import HealthMonitor
-from server.interceptors.auth import Authenticator, AuthInterceptor
+from server.interceptors.admission import ConcurrencyLimitInterceptor
+from server.interceptors.auth import (
+    AuthenticationInterceptor,
+    Authenticator,
+    AuthorizationInterceptor,
+)
 from server.interceptors.chain import InterceptorChain
 from server.interceptors.errors import ErrorInterceptor
-from server.interceptors.ratelimit import RateLimitInterceptor
+from server.interceptors.ratelimit import (
+    AddressRateLimitInterceptor,
+    PrincipalRateLimitInterceptor,
+    Quotas,
+)
+from server.interceptors.requests import RequestGuardInterceptor
+from server.interceptors.streams import StreamInterceptor
 from server.interceptors.telemetry import TelemetryInterceptor
 from server.metrics import MetricsEndpoint
 from server.ratelimit import RateLimiter
@@ -110,27 +121,46 @@ def build_database(settings: Settings) -> Database:
 def _interceptors(
     settings: Settings, tokens: AccessTokenService, runner: BlockingRunner, limiter: RateLimiter
 ) -> list[AsyncServerInterceptor]:
-    """Outermost first: telemetry sees the final status that the error layer produces for
-    failures of authentication, rate limiting and handlers alike."""
-    chain: list[AsyncServerInterceptor] = [
+    """Outermost first. Telemetry sees the final status that the error layer produces for
+    every failure below it. Cheap refusals come before costly checks: the call cap and the
+    per-address limit before credentials are looked up; the per-principal limit before
+    the request is inspected or authorized, so refused calls spend tokens too."""
+    quotas = (
+        Quotas(
+            limiter,
+            principal_rate=settings.rate_limit_principal_per_second,
+            principal_burst=settings.rate_limit_principal_burst,
+            ip_rate=settings.rate_limit_ip_per_second,
+            ip_burst=settings.rate_limit_ip_burst,
+            method_costs=settings.rate_limit_method_costs,
+        )
+        if settings.rate_limit_enabled
+        else None
+    )
+    authenticator = Authenticator(
+        settings.admin_token_digest, tokens, runner, settings.auth_cache_seconds
+    )
+    chain: list[AsyncServerInterceptor | None] = [
         TelemetryInterceptor(),
         ErrorInterceptor(),
-        AuthInterceptor(
-            Authenticator(settings.admin_token_digest, tokens, runner, settings.auth_cache_seconds)
+        (
+            ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs)
+            if settings.max_concurrent_rpcs
+            else None
         ),
+        AddressRateLimitInterceptor(quotas) if quotas else None,
+        AuthenticationInterceptor(authenticator),
+        PrincipalRateLimitInterceptor(quotas) if quotas else None,
+        RequestGuardInterceptor(settings.max_repeated_field_entries),
+        StreamInterceptor(
+            quotas,
+            max_per_caller=settings.max_streams_per_principal,
+            idle_timeout=settings.stream_idle_timeout_seconds,
+            bytes_per_token=settings.rate_limit_stream_bytes_per_token,
+        ),
+        AuthorizationInterceptor(),
     ]
-    if settings.rate_limit_enabled:
-        chain.append(
-            RateLimitInterceptor(
-                limiter,
-                principal_rate=settings.rate_limit_principal_per_second,
-                principal_burst=settings.rate_limit_principal_burst,
-                ip_rate=settings.rate_limit_ip_per_second,
-                ip_burst=settings.rate_limit_ip_burst,
-                method_costs=settings.rate_limit_method_costs,
-            )
-        )
-    return chain
+    return [layer for layer in chain if layer is not None]
 
 
 async def start(settings: Settings, *, interceptors: bool = True) -> RunningServer:
@@ -153,14 +183,13 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
         )
-    limiter = RateLimiter(redis)
+    limiter = RateLimiter(redis, settings.redis_key_prefix)
     huey = make_huey(settings)
 
     chain = [InterceptorChain(_interceptors(settings, tokens, runner, limiter))]
     server = grpc.aio.server(
         interceptors=chain if interceptors else [],
         options=listen.server_options(reuse_port=settings.reuse_port),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     health = HealthServicer()
     monitor = HealthMonitor(

@@ -215,6 +215,16 @@ class LogCapture:
     def text(self) -> str:
         return self.stream.getvalue()
 
+    def wait_for(self, event: str, count: int = 1, seconds: float = 10) -> list[dict[str, Any]]:
+        """The lines of `event` once there are at least `count`: a stream's access line is
+        written when the server finishes the call, just after the client has seen it end."""
+        deadline = time.monotonic() + seconds
+        while len(found := self.events(event)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"fewer than {count} {event!r} lines after {seconds} s")
+            time.sleep(0.01)
+        return found
+
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.text.splitlines() if line.startswith("{")]
         return [line for line in lines if event is None or line.get("event") == event]

@@ -105,7 +105,7 @@ def test_stream_log_line_counts_messages(
         )
     )
     assert len(chunks) == 10
-    line = logs.events("rpc")[-1]
+    line = logs.wait_for("rpc")[-1]
     assert line["method"] == "/stride.v1.ActivityService/StreamActivitySamples"
     assert line["messages_sent"] == 10
 

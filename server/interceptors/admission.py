@@ -13,7 +13,7 @@ from typing import Any
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from domain.errors import ResourceExhausted
-from server.interceptors.base import Context, Handler, is_open_method, is_stream
+from server.interceptors.base import Context, Handler, is_open_method, is_stream, when_done
 
 RETRY_SECONDS = 1.0
 
@@ -30,12 +30,12 @@ class ConcurrencyLimitInterceptor(AsyncServerInterceptor):
         if is_open_method(method_name):
             return result if is_stream(result) else await result
         if is_stream(result):
-            return self._held_stream(result)
+            return self._held_stream(result, context)
         self._enter(result)
         try:
             return await result
         finally:
-            self._in_flight -= 1
+            self._leave()
 
     def _enter(self, pending: Any = None) -> None:
         if self._in_flight >= self._limit:
@@ -48,10 +48,16 @@ class ConcurrencyLimitInterceptor(AsyncServerInterceptor):
             )
         self._in_flight += 1
 
-    async def _held_stream(self, responses: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async def _held_stream(
+        self, responses: AsyncIterator[Any], context: Context
+    ) -> AsyncIterator[Any]:
         self._enter()
+        done = when_done(context, self._leave)
         try:
             async for response in responses:
                 yield response
         finally:
-            self._in_flight -= 1
+            done()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -37,6 +37,31 @@ def is_stream(value: Any) -> bool:
 async def finish(result: Any) -> Any:
     """What an interceptor returns: a response stream as is, a unary response awaited."""
     return result if is_stream(result) else await result
+
+
+class Once:
+    """Runs `action` the first time it is called: as a call's done-callback (gRPC calls it
+    with the context when the call ends, cancelled or not) and from the code path that
+    finishes normally, whichever comes first.
+
+    A response stream whose client goes away is left suspended by gRPC, not closed: its
+    `finally` runs only when the generator is garbage collected. What must happen when a
+    call ends (releasing a slot, the access log line) hangs on the done-callback instead."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self._action: Callable[[], None] | None = action
+
+    def __call__(self, _context: Any = None) -> None:
+        action, self._action = self._action, None
+        if action is not None:
+            action()
+
+
+def when_done(context: Context, action: Callable[[], None]) -> Once:
+    """`action` once the call ends; call the result to run it sooner (still only once)."""
+    once = Once(action)
+    context.add_done_callback(cast(Any, once))  # typeshed declares a class, gRPC takes any callable
+    return once
 
 
 async def count_stream(items: AsyncIterator[Any], counter: list[int]) -> AsyncIterator[Any]:

@@ -55,12 +55,15 @@ def _bind(
     layer: AsyncServerInterceptor, inner: Handler, method_name: str, streaming: bool
 ) -> Handler:
     if streaming:
-        return lambda request, context: _stream(layer.intercept(inner, request, context,
-                                                                method_name))  # fmt: skip
+        return lambda request, context: _stream(layer, inner, request, context, method_name)
     return lambda request, context: layer.intercept(inner, request, context, method_name)
 
 
-async def _stream(pending: Any) -> AsyncIterator[Any]:
-    responses = await pending
+async def _stream(
+    layer: AsyncServerInterceptor, inner: Handler, request: Any, context: Context, method: str
+) -> AsyncIterator[Any]:
+    # The layer is entered on first iteration, so a stream refused before it is read
+    # leaves no coroutine behind unawaited.
+    responses = await layer.intercept(inner, request, context, method)
     async for response in responses:
         yield response

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -23,7 +23,14 @@ from grpc_interceptor.server import AsyncServerInterceptor
 
 from domain.errors import DeadlineExceeded, ResourceExhausted
 from server import errors
-from server.interceptors.base import Context, Handler, current_peer, is_open_method, is_stream
+from server.interceptors.base import (
+    Context,
+    Handler,
+    current_peer,
+    is_open_method,
+    is_stream,
+    when_done,
+)
 from server.interceptors.ratelimit import Quotas, client_ip
 from server.principal import current_principal
 from server.ratelimit import Limit
@@ -91,7 +98,8 @@ class StreamInterceptor(AsyncServerInterceptor):
         self, responses: AsyncIterator[Any], meter: _Meter, context: Context
     ) -> AsyncIterator[Any]:
         key = self._take_slot()
-        watchdog = _IdleWatchdog(context, self._idle)
+        done = when_done(context, lambda: self._release(key))
+        watchdog = _IdleWatchdog(context, self._idle, on_idle=done)
         try:
             async for response in responses:
                 await meter.add(response.ByteSize())
@@ -100,7 +108,7 @@ class StreamInterceptor(AsyncServerInterceptor):
                 watchdog.disarm()
         finally:
             watchdog.disarm()
-            self._release(key)
+            done()
 
     async def _requests(self, requests: AsyncIterator[Any], meter: _Meter) -> AsyncIterator[Any]:
         iterator = aiter(requests)
@@ -141,11 +149,16 @@ class _IdleWatchdog:
     """Ends the call DEADLINE_EXCEEDED when one response waits too long to be written.
 
     While the handler's generator is suspended at `yield`, gRPC is writing the response;
-    a client that stops reading leaves it there. The timer aborts the call from outside."""
+    a client that stops reading leaves it there. The timer then frees the stream's slot
+    (`on_idle`) and aborts the call from outside. The status is queued behind the
+    responses the client has not read: it learns DEADLINE_EXCEEDED if it reads on, and the
+    call's last resources go when it reads or disconnects (keepalive finds vanished ones).
+    """
 
-    def __init__(self, context: Context, timeout: float) -> None:
+    def __init__(self, context: Context, timeout: float, on_idle: Callable[[], None]) -> None:
         self._context = context
         self._timeout = timeout
+        self._on_idle = on_idle
         self._timer: asyncio.TimerHandle | None = None
         self._aborting: asyncio.Task[None] | None = None
 
@@ -169,6 +182,7 @@ class _IdleWatchdog:
         )
         assert error is not None
         log.info("idle stream ended", idle_seconds=self._timeout)
+        self._on_idle()
         with contextlib.suppress(Exception):  # abort() raises by design
             await self._context.abort(
                 error.code, error.message, trailing_metadata=error.trailing_metadata()

@@ -16,8 +16,16 @@ from opentelemetry import trace
 
 from core import metrics
 from core.telemetry import context_from_metadata, start_server_span
-from server.interceptors.base import Context, Handler, count_stream, current_peer, metadata_of
-from server.principal import current_principal
+from server.interceptors.base import (
+    Context,
+    Handler,
+    count_stream,
+    current_peer,
+    is_stream,
+    metadata_of,
+    when_done,
+)
+from server.principal import Principal, current_principal
 
 log = structlog.get_logger("stride.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -43,12 +51,14 @@ class TelemetryInterceptor(AsyncServerInterceptor):
             {"rpc.system": "grpc", "rpc.method": method_name, "request.id": request_id},
         )
         call.begin(span)
-        if hasattr(request_or_iterator, "__aiter__"):
+        if is_stream(request_or_iterator):
             request_or_iterator = count_stream(request_or_iterator, call.received)
         try:
             with trace.use_span(span, end_on_exit=False):
                 result = method(request_or_iterator, context)
-                if hasattr(result, "__aiter__"):
+                if is_stream(result):
+                    # A response stream ends with its call, however that happens.
+                    when_done(context, lambda: call.end(None))
                     return self._stream(result, call)
                 response = await result
         except BaseException as exc:
@@ -58,15 +68,19 @@ class TelemetryInterceptor(AsyncServerInterceptor):
         return response
 
     async def _stream(self, responses: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
-        try:
+        # The span is current while the handler produces a response, not across `yield`:
+        # a generator may be finalized in another context, where detaching would fail.
+        iterator = aiter(responses)
+        while True:
             with trace.use_span(call.span, end_on_exit=False):
-                async for response in responses:
-                    call.sent[0] += 1
-                    yield response
-        except BaseException as exc:
-            call.end(exc)
-            raise
-        call.end(None)
+                try:
+                    response = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    call.note_principal()
+            call.sent[0] += 1
+            yield response
 
 
 class _Call:
@@ -81,15 +95,22 @@ class _Call:
         self.received = [0]
         self.started = time.perf_counter()
         self.span: trace.Span = trace.INVALID_SPAN
+        self.trace_id = ""
+        self.principal: Principal | None = None
 
     def begin(self, span: trace.Span) -> None:
         self.span = span
-        trace_id = format(span.get_span_context().trace_id, "032x")
+        self.trace_id = format(span.get_span_context().trace_id, "032x")
         structlog.contextvars.bind_contextvars(
-            request_id=self.request_id, trace_id=trace_id, method=self.method
+            request_id=self.request_id, trace_id=self.trace_id, method=self.method
         )
         metrics.RPC_STARTED.labels(self.method).inc()
         metrics.RPC_IN_FLIGHT.inc()
+
+    def note_principal(self) -> None:
+        """Remember who called while in the call's context (a stream's done-callback may
+        run outside it)."""
+        self.principal = current_principal.get() or self.principal
 
     def end(self, error: BaseException | None) -> None:
         duration = time.perf_counter() - self.started
@@ -101,7 +122,7 @@ class _Call:
             metrics.STREAM_MESSAGES_SENT.labels(self.method).inc(self.sent[0])
         if self.received[0]:
             metrics.STREAM_MESSAGES_RECEIVED.labels(self.method).inc(self.received[0])
-        principal = current_principal.get()
+        principal = current_principal.get() or self.principal
         self.span.set_attribute("rpc.grpc.status_code", code.value[0])
         if principal is not None:
             self.span.set_attribute("enduser.id", principal.label)
@@ -109,6 +130,9 @@ class _Call:
             self.span.set_status(trace.Status(trace.StatusCode.ERROR, code.name))
         self.span.end()
         fields: dict[str, Any] = {
+            "method": self.method,
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
             "code": code.name,
             "duration_ms": round(duration * 1000, 3),
             "peer": self.peer,
@@ -122,7 +146,9 @@ class _Call:
 def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
     if error is None:
         code = context.code()
-        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
+        if isinstance(code, grpc.StatusCode):
+            return code
+        return grpc.StatusCode.CANCELLED if context.cancelled() else grpc.StatusCode.OK
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     code = context.code()
