@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from stride.v1 import (
     activity_pb2,
     activity_pb2_grpc,
@@ -216,3 +217,47 @@ async def test_leases_never_let_processes_exceed_the_shared_bucket(shared_redis:
         assert float(stored) < 1
     finally:
         await client.aclose()
+
+
+def _flood(address: str, token: str, request: athlete_pb2.GetAthleteRequest) -> list[str]:
+    with channel_as(address, token) as channel:
+        stub = athlete_pb2_grpc.AthleteServiceStub(channel)
+        return [_outcome(stub, request).name for _ in range(20)]
+
+
+def test_invalid_tokens_are_limited_by_address_before_any_lookup(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, None, rate_limit_enabled=True, rate_limit_ip_burst=5,
+        rate_limit_ip_per_second=0.001,
+    )  # fmt: skip
+    with ServerThread(settings) as server:
+        before = _auth_failures("INVALID_TOKEN")
+        outcomes = _flood(server.address, "stride_at_not-a-token", GET)
+        assert outcomes == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 15
+        # Only the first five reached the token lookup.
+        assert _auth_failures("INVALID_TOKEN") == before + 5
+
+
+def test_calls_on_other_athletes_spend_the_callers_tokens(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, None, rate_limit_enabled=True, rate_limit_principal_burst=5,
+        rate_limit_principal_per_second=0.001,
+    )  # fmt: skip
+    with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as admin:
+        athletes = athlete_pb2_grpc.AthleteServiceStub(admin)
+        me = athletes.CreateAthlete(
+            athlete_pb2.CreateAthleteRequest(
+                athlete=athlete_pb2.Athlete(display_name="Me", time_zone="UTC")
+            )
+        )
+        token = athletes.CreateAccessToken(
+            athlete_pb2.CreateAccessTokenRequest(parent=me.name)
+        ).token
+        someone_else = athlete_pb2.GetAthleteRequest(name="athletes/someone-else")
+        outcomes = _flood(server.address, token, someone_else)
+        assert outcomes == ["PERMISSION_DENIED"] * 5 + ["RESOURCE_EXHAUSTED"] * 15
+
+
+def _auth_failures(reason: str) -> float:
+    value = REGISTRY.get_sample_value("stride_auth_failures_total", {"reason": reason})
+    return value or 0.0
