@@ -17,7 +17,11 @@ NAME = "stride"
 def make_huey(settings: Settings) -> Huey:
     huey: Huey
     if settings.redis_url is not None:
-        huey = RedisHuey(NAME, url=settings.redis_url.get_secret_value())
+        # Huey keeps its keys under `huey.<kind>.<name>`; the name carries the key prefix
+        # (punctuation dropped by Huey) so deployments sharing a Redis stay apart.
+        huey = RedisHuey(
+            f"{settings.redis_key_prefix}{NAME}", url=settings.redis_url.get_secret_value()
+        )
     else:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         huey = SqliteHuey(NAME, filename=str(settings.data_dir / "huey.db"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from tests.support import (
     ADMIN_TOKEN,
     LogCapture,
     ServerThread,
+    SharedRedis,
     TeeStream,
     channel_as,
     make_settings,
@@ -79,18 +81,22 @@ def _require(available: bool, what: str) -> None:
 
 
 @pytest.fixture
-def shared_redis() -> Iterator[str]:
-    """Database 9 of the Redis on 127.0.0.1:6379, emptied before and after the test."""
-    url = "redis://127.0.0.1:6379/9"
-    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+def shared_redis() -> Iterator[SharedRedis]:
+    """Keys under a fresh prefix, deleted afterwards; nothing else in Redis is touched."""
+    token = uuid.uuid4().hex
+    target = SharedRedis("redis://127.0.0.1:6379/0", f"stride-test-{token}:")
+    client = redis.Redis.from_url(target.url, socket_connect_timeout=2)
     try:
-        client.flushdb()
+        client.ping()
     except redis.ConnectionError:
         _require(False, "Redis on 127.0.0.1:6379")
     try:
-        yield url
+        yield target
     finally:
-        client.flushdb()
+        # The prefix, and Huey's keys, whose names carry the prefix without punctuation.
+        keys = list(client.scan_iter(match=f"*{token}*", count=1000))
+        if keys:
+            client.delete(*keys)
         client.close()
 
 

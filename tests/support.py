@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +34,14 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_DSN = os.environ.get("STRIDE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres")
 ADMIN_TOKEN = "stride_admin_test-token"
 PG_URL_TEMPLATE = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+@dataclass(frozen=True)
+class SharedRedis:
+    """The Redis on 127.0.0.1:6379, isolated by a key prefix of the test's own."""
+
+    url: str
+    prefix: str
 
 
 def postgres_available() -> bool:

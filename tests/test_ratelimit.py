@@ -31,6 +31,7 @@ from tests.support import (
     ADMIN_TOKEN,
     ROOT,
     ServerThread,
+    SharedRedis,
     channel_as,
     detail,
     make_settings,
@@ -63,7 +64,9 @@ def _limits(burst: int) -> dict[str, str]:
 
 
 @pytest.fixture
-def two_servers(postgres_template: str, shared_redis: str, tmp_path: Path) -> Iterator[list[str]]:
+def two_servers(
+    postgres_template: str, shared_redis: SharedRedis, tmp_path: Path
+) -> Iterator[list[str]]:
     """Two server processes on one PostgreSQL database and one Redis."""
     with postgres_database(template=postgres_template) as url:
         processes = []
@@ -72,7 +75,8 @@ def two_servers(postgres_template: str, shared_redis: str, tmp_path: Path) -> It
                 env = server_env(
                     tmp_path / f"p{i}",
                     STRIDE_DATABASE_URL=url,
-                    STRIDE_REDIS_URL=shared_redis,
+                    STRIDE_REDIS_URL=shared_redis.url,
+                    STRIDE_REDIS_KEY_PREFIX=shared_redis.prefix,
                     STRIDE_ADMIN_TOKEN=ADMIN_TOKEN,
                     **_limits(burst=10),
                 )
@@ -200,11 +204,13 @@ def test_redis_loss_falls_back_to_local_limits_and_reports_degraded(tmp_path: Pa
             assert report.overall == "SERVING"
 
 
-async def test_leases_never_let_processes_exceed_the_shared_bucket(shared_redis: str) -> None:
+async def test_leases_never_let_processes_exceed_the_shared_bucket(
+    shared_redis: SharedRedis,
+) -> None:
     """Two limiters (as two processes) lease tokens from one Redis bucket of 100."""
-    client = aioredis.Redis.from_url(shared_redis)
+    client = aioredis.Redis.from_url(shared_redis.url)
     try:
-        limiters = [RateLimiter(client), RateLimiter(client)]
+        limiters = [RateLimiter(client, shared_redis.prefix) for _ in range(2)]
         limit = [Limit("principal:athletes/lease-test", rate=0.001, burst=100)]
         allowed = 0
         for i in range(200):
@@ -212,7 +218,8 @@ async def test_leases_never_let_processes_exceed_the_shared_bucket(shared_redis:
             allowed += decision.allowed
         # Never above the bucket; at most one lease (5 tokens) stranded per process.
         assert 90 <= allowed <= 100
-        stored = await client.hget("stride:rl:principal:athletes/lease-test", "tokens")
+        key = f"{shared_redis.prefix}rl:principal:athletes/lease-test"
+        stored = await client.hget(key, "tokens")
         assert stored is not None
         assert float(stored) < 1
     finally:
