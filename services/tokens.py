@@ -106,6 +106,11 @@ class AccessTokenService:
         with self.db.transaction() as session:
             if not AccessTokenRepository(session).delete(athlete_id, token_id):
                 raise NotFound(RESOURCE, names.access_token_name(athlete_id, token_id))
+        self.revoked_all_of(athlete_id)
+
+    def revoked_all_of(self, athlete_id: str) -> None:
+        """Tell the listeners that tokens of this athlete are gone (a revocation, or the
+        athlete's deletion, which cascades to their tokens)."""
         with self._listeners_lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -130,14 +135,16 @@ class AccessTokenService:
         """The live token for a presented secret; None when unknown, revoked or expired
         (at `now`, by default the current time)."""
         now = dt.datetime.now(dt.UTC) if now is None else now
-        with self.db.transaction() as session:
-            repo = AccessTokenRepository(session)
-            token = repo.find_by_hash(digest(secret))
-            if token is None or (token.expire_time is not None and token.expire_time <= now):
-                return None
-            if token.last_use_time is None or now - token.last_use_time > LAST_USE_RESOLUTION:
-                repo.touch(token.id, now)
-            return token
+        # A plain read: on SQLite a write transaction would queue every authenticated call
+        # behind whatever write is running.
+        with self.db.read_primary() as session:
+            token = AccessTokenRepository(session).find_by_hash(digest(secret))
+        if token is None or (token.expire_time is not None and token.expire_time <= now):
+            return None
+        if token.last_use_time is None or now - token.last_use_time > LAST_USE_RESOLUTION:
+            with self.db.transaction() as session:
+                AccessTokenRepository(session).touch(token.id, now)
+        return token
 
 
 def _invalid_token() -> Unauthenticated:

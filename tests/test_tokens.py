@@ -136,6 +136,17 @@ def test_a_revoked_token_is_refused_at_once_by_the_server_that_revoked_it(
     assert _listed(admin, ada) == set()
 
 
+def test_deleting_the_athlete_refuses_their_cached_tokens_at_once(
+    cached_server: ServerThread, admin: Stub
+) -> None:
+    address = cached_server.address
+    ada = _athlete(admin)
+    token = _create(admin, ada)
+    _get(address, token.token, ada)  # now cached for 30 s
+    admin.DeleteAthlete(athlete_pb2.DeleteAthleteRequest(name=ada))
+    assert _refused(address, token.token, ada)
+
+
 def test_revoking_a_token_revokes_the_tokens_it_created(
     cached_server: ServerThread, admin: Stub
 ) -> None:
