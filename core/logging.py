@@ -66,6 +66,23 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    grpc_core = logging.getLogger("grpc._cython.cygrpc")
+    if not any(isinstance(f, _ClientWentAway) for f in grpc_core.filters):
+        grpc_core.addFilter(_ClientWentAway())
+
+
+class _ClientWentAway(logging.Filter):
+    """gRPC logs an ERROR with a traceback when a response cannot be written because the
+    client cancelled or disconnected: an everyday event, already in the call's access line
+    as CANCELLED. Keep it at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(
+            "ExecuteBatchError raised in core"
+        ):
+            record.levelno, record.levelname, record.exc_info = logging.DEBUG, "DEBUG", None
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 def _identity(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

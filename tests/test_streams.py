@@ -24,6 +24,7 @@ from storage.database import Database, PoolOptions
 from tests.support import (
     ADMIN_TOKEN,
     ROOT,
+    LogCapture,
     ServerThread,
     channel_as,
     detail,
@@ -270,3 +271,18 @@ def _calls_until_limited(channel: grpc.Channel, activity: str) -> int:
                 raise
             return count
     raise AssertionError("never limited")
+
+
+def test_a_cancelled_stream_is_logged_cancelled(tmp_path: Path, logs: LogCapture) -> None:
+    data_dir = tmp_path / "data"
+    (name,) = _seed(data_dir, 20_000)
+    with ServerThread(make_settings(data_dir, None)) as server, ExitStack() as stack:
+        raw = stack.enter_context(grpc.insecure_channel(server.address, options=SMALL_WINDOW))
+        stub = activity_pb2_grpc.ActivityServiceStub(raw)
+        metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"), ("x-request-id", "cancel-me"))
+        stream = stub.StreamActivitySamples(_request(name, 50), metadata=metadata)
+        next(cast(Samples, stream))
+        cast("grpc.Future[Any]", stream).cancel()
+        (line,) = logs.wait_for("rpc")
+    assert (line["request_id"], line["code"]) == ("cancel-me", "CANCELLED")
+    assert line["messages_sent"] >= 1

@@ -64,6 +64,7 @@ class TelemetryInterceptor(AsyncServerInterceptor):
         except BaseException as exc:
             call.end(exc)
             raise
+        call.completed = True
         call.end(None)
         return response
 
@@ -76,6 +77,7 @@ class TelemetryInterceptor(AsyncServerInterceptor):
                 try:
                     response = await anext(iterator)
                 except StopAsyncIteration:
+                    call.completed = True
                     return
                 finally:
                     call.note_principal()
@@ -97,6 +99,9 @@ class _Call:
         self.span: trace.Span = trace.INVALID_SPAN
         self.trace_id = ""
         self.principal: Principal | None = None
+        # Whether the handler ran to its end: a stream ended without that or a status was
+        # cancelled by its client (gRPC reports neither a code nor `cancelled()` then).
+        self.completed = False
 
     def begin(self, span: trace.Span) -> None:
         self.span = span
@@ -114,7 +119,7 @@ class _Call:
 
     def end(self, error: BaseException | None) -> None:
         duration = time.perf_counter() - self.started
-        code = _code(self.context, error)
+        code = _code(self.context, error, self.completed)
         metrics.RPC_IN_FLIGHT.dec()
         metrics.RPC_HANDLED.labels(self.method, code.name).inc()
         metrics.RPC_LATENCY.labels(self.method).observe(duration)
@@ -143,12 +148,12 @@ class _Call:
         log.info("rpc", **fields)
 
 
-def _code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+def _code(context: Context, error: BaseException | None, completed: bool) -> grpc.StatusCode:
     if error is None:
         code = context.code()
         if isinstance(code, grpc.StatusCode):
             return code
-        return grpc.StatusCode.CANCELLED if context.cancelled() else grpc.StatusCode.OK
+        return grpc.StatusCode.OK if completed else grpc.StatusCode.CANCELLED
     if isinstance(error, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     code = context.code()
