@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         }
     )
     # Streams are charged by work: one more token per this many bytes streamed either way.
-    rate_limit_stream_bytes_per_token: int = Field(default=256 * 1024, ge=1024)
+    rate_limit_stream_bytes_per_token: int = Field(default=64 * 1024, ge=1024)
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
     # Prefix of every Redis key Stride writes (rate-limit buckets), so deployments and test
     # runs can share one Redis database.
