@@ -27,6 +27,7 @@ from server.interceptors.base import (
     Context,
     Handler,
     current_peer,
+    finish,
     is_open_method,
     is_stream,
     when_done,
@@ -58,8 +59,7 @@ class StreamInterceptor(AsyncServerInterceptor):
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
         if is_open_method(method_name):
-            result = method(request_or_iterator, context)
-            return result if is_stream(result) else await result
+            return await finish(method(request_or_iterator, context))
         meter = _Meter(self._quotas, self._bytes_per_token)
         streaming_requests = is_stream(request_or_iterator)
         if streaming_requests:
@@ -98,8 +98,14 @@ class StreamInterceptor(AsyncServerInterceptor):
         self, responses: AsyncIterator[Any], meter: _Meter, context: Context
     ) -> AsyncIterator[Any]:
         key = self._take_slot()
-        done = when_done(context, lambda: self._release(key))
-        watchdog = _IdleWatchdog(context, self._idle, on_idle=done)
+        watchdog = _IdleWatchdog(context, self._idle)
+
+        def ended() -> None:  # however the call ends; no abort may reach a finished call
+            watchdog.disarm()
+            self._release(key)
+
+        done = when_done(context, ended)
+        watchdog.on_idle = done
         try:
             async for response in responses:
                 await meter.add(response.ByteSize())
@@ -155,10 +161,10 @@ class _IdleWatchdog:
     call's last resources go when it reads or disconnects (keepalive finds vanished ones).
     """
 
-    def __init__(self, context: Context, timeout: float, on_idle: Callable[[], None]) -> None:
+    def __init__(self, context: Context, timeout: float) -> None:
         self._context = context
         self._timeout = timeout
-        self._on_idle = on_idle
+        self.on_idle: Callable[[], None] = lambda: None
         self._timer: asyncio.TimerHandle | None = None
         self._aborting: asyncio.Task[None] | None = None
 
@@ -182,7 +188,7 @@ class _IdleWatchdog:
         )
         assert error is not None
         log.info("idle stream ended", idle_seconds=self._timeout)
-        self._on_idle()
+        self.on_idle()
         with contextlib.suppress(Exception):  # abort() raises by design
             await self._context.abort(
                 error.code, error.message, trailing_metadata=error.trailing_metadata()
