@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -123,16 +124,24 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         violations.raise_if_any()
         # Every chunk comes from the replica that found the activity.
         samples = await self._run(self._activities.open_samples, athlete_id, activity_id)
+
+        def next_chunk(
+            after: dt.datetime | None,
+        ) -> tuple[activity_pb2.StreamActivitySamplesResponse, int, dt.datetime | None]:
+            # Built on the database thread: thousands of messages would hold the event loop.
+            chunk = samples.after(after, query.chunk_size)
+            response = activity_pb2.StreamActivitySamplesResponse(
+                samples=[convert.sample_to_proto(s, query.channels) for s in chunk]
+            )
+            return response, len(chunk), chunk[-1].time if chunk else None
+
         after = None
         while True:
-            chunk = await self._run(samples.after, after, query.chunk_size)
-            if chunk:
-                yield activity_pb2.StreamActivitySamplesResponse(
-                    samples=[convert.sample_to_proto(s, query.channels) for s in chunk]
-                )
-            if len(chunk) < query.chunk_size:
+            response, count, after = await self._run(next_chunk, after)
+            if count:
+                yield response
+            if count < query.chunk_size:
                 return
-            after = chunk[-1].time
 
     async def UploadActivityFile(
         self,
