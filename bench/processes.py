@@ -66,6 +66,7 @@ def stride_server(settings: dict[str, str], module: str = "server") -> Iterator[
         "STRIDE_METRICS_ADDRESS": "off",
         "STRIDE_LOG_FORMAT": "json",
         "STRIDE_ADMIN_TOKEN": ADMIN_TOKEN,
+        "STRIDE_SECRET_KEY": "bench-secret",  # required with PostgreSQL
         # Limits high enough never to reject, so the limiter's cost is what is measured.
         "STRIDE_RATE_LIMIT_PRINCIPAL_BURST": "1e9",
         "STRIDE_RATE_LIMIT_IP_BURST": "1e9",
