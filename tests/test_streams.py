@@ -214,22 +214,60 @@ def test_a_stream_the_client_stops_reading_ends_deadline_exceeded(tmp_path: Path
         metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
         stream = stub.StreamActivitySamples(_request(name, 50), metadata=metadata)
         received = len(next(cast(Samples, stream)).samples)
-        # The idle stream gives its slot back (this principal's only one)...
-        _wait_until_accepted(
-            lambda: list(stub.StreamActivitySamples(_request(name, 5000), metadata=metadata))
-        )
+        threading.Event().wait(1.5)  # well past the idle timeout
 
-        # ...and a client that reads on learns that the server ended the stream.
         def read_on() -> None:
             nonlocal received
             for chunk in cast(Samples, stream):
                 received += len(chunk.samples)
 
+        # A client that reads on learns that the server ended the stream...
         with pytest.raises(grpc.RpcError) as ended:
             read_on()
         assert _code(ended.value) == grpc.StatusCode.DEADLINE_EXCEEDED
         assert reason(ended.value) == "STREAM_IDLE"
         assert received < 20_000
+        # ...and the stream's slot (this principal's only one) is free again.
+        _wait_until_accepted(
+            lambda: list(stub.StreamActivitySamples(_request(name, 5000), metadata=metadata))
+        )
+
+
+def test_stalled_streams_hold_their_slots_not_the_server(tmp_path: Path) -> None:
+    """Opening streams and never reading them, again and again, gets a principal no more
+    than its slots: the server and other callers are unaffected."""
+    data_dir = tmp_path / "data"
+    (name,) = _seed(data_dir, 20_000)
+    settings = make_settings(
+        data_dir,
+        None,
+        stream_idle_timeout_seconds=0.3,
+        max_streams_per_principal=2,
+        max_concurrent_rpcs=6,
+    )
+    with ServerThread(settings) as server, ExitStack() as stack:
+        raw = stack.enter_context(grpc.insecure_channel(server.address, options=SMALL_WINDOW))
+        stub = activity_pb2_grpc.ActivityServiceStub(raw)
+        metadata = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+        stalled, refused = [], []
+        for _ in range(10):
+            try:
+                stream = stub.StreamActivitySamples(_request(name, 50), metadata=metadata)
+                next(cast(Samples, stream))
+                stalled.append(stream)
+            except grpc.RpcError as error:
+                refused.append(reason(error))
+            threading.Event().wait(0.4)  # each stalled stream has gone idle by now
+        assert len(stalled) == 2
+        assert set(refused) == {"TOO_MANY_STREAMS"}
+        # Other calls still get through the call cap.
+        admin = stack.enter_context(channel_as(server.address, ADMIN_TOKEN))
+        athletes = athlete_pb2_grpc.AthleteServiceStub(admin)
+        assert athletes.GetAthlete(athlete_pb2.GetAthleteRequest(name=athlete_name(
+            name.split("/")[1]
+        ))).display_name  # fmt: skip
+        for stream in stalled:
+            cast("grpc.Future[Any]", stream).cancel()
 
 
 def test_streams_are_charged_by_the_bytes_they_send(two_athletes: tuple[Path, list[str]]) -> None:

@@ -1,26 +1,31 @@
-"""Several interceptors registered as one grpc-interceptor layer.
+"""Several interceptors registered as one gRPC interceptor.
 
 grpc-interceptor rebuilds the method handler once per interceptor on every call; running
 the concerns through one layer builds it once. Each concern stays its own interceptor
 class with the usual `intercept(method, request, context, method_name)`.
+
+The chain builds the handler itself rather than through grpc-interceptor's
+`intercept_service`, for two reasons: requests are decoded tolerantly (see
+interceptors.requests), and whether a method streams its responses is taken from gRPC's
+handler description, not guessed from the Python function (a decorated generator, or a
+handler using `context.write()`, would otherwise pass through the layers as unary).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc_interceptor.server import AsyncServerInterceptor
 
-from server.interceptors.base import Context, Handler
+from server.interceptors.base import Context, Handler, is_stream
 from server.interceptors.requests import tolerant
 
 Handlers: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
-class InterceptorChain(AsyncServerInterceptor):
+class InterceptorChain(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, layers: Sequence[AsyncServerInterceptor]) -> None:
         self._layers = list(reversed(layers))  # innermost first
 
@@ -29,26 +34,70 @@ class InterceptorChain(AsyncServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handlers]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handlers:
-        """The library's handler, decoding requests tolerantly (see interceptors.requests)."""
-        handler: Any = await super().intercept_service(  # type: ignore[no-untyped-call]
-            continuation, handler_call_details
-        )
+        handler: Any = await continuation(handler_call_details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED
             return cast("Handlers", None)
-        decode = tolerant(handler.request_deserializer)
-        return cast("Handlers", handler._replace(request_deserializer=decode))
+        method_name = handler_call_details.method
+        factory, behavior = _factory_and_behavior(handler)
+        if handler.response_streaming:
+            inner = _as_generator(behavior)
 
-    async def intercept(
-        self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
-    ) -> Any:
-        # Response-streaming handlers are async generators; every layer must then hand the
-        # next one an async iterator rather than a coroutine.
-        streaming = inspect.isasyncgenfunction(method)
+            async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in self._chain(inner, method_name, True)(request, context):
+                    yield response
+
+            wrapped: Handler = streaming
+        else:
+
+            async def unary(request: Any, context: Context) -> Any:
+                return await self._chain(behavior, method_name, False)(request, context)
+
+            wrapped = unary
+        return cast(
+            "Handlers",
+            factory(
+                wrapped,
+                request_deserializer=tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            ),
+        )
+
+    def _chain(self, method: Handler, method_name: str, streaming: bool) -> Handler:
         handler = method
         for layer in self._layers:
             handler = _bind(layer, handler, method_name, streaming)
-        result = handler(request_or_iterator, context)
-        return result if streaming else await result
+        return handler
+
+
+def _factory_and_behavior(handler: Any) -> tuple[Callable[..., Any], Handler]:
+    for factory, behavior in (
+        (grpc.unary_unary_rpc_method_handler, handler.unary_unary),
+        (grpc.unary_stream_rpc_method_handler, handler.unary_stream),
+        (grpc.stream_unary_rpc_method_handler, handler.stream_unary),
+        (grpc.stream_stream_rpc_method_handler, handler.stream_stream),
+    ):
+        if behavior is not None:
+            return factory, behavior
+    raise RuntimeError("a method handler without an implementation")
+
+
+def _as_generator(behavior: Handler) -> Handler:
+    """A response-streaming handler as an async generator, whatever its Python shape.
+
+    A handler that writes with `context.write()` returns a coroutine (and None): it runs to
+    completion here and yields nothing through the layers, which still see the call start
+    and end (slots, limits, telemetry) but not its individual messages."""
+
+    async def responses(request: Any, context: Context) -> AsyncIterator[Any]:
+        result = behavior(request, context)
+        if not is_stream(result):
+            result = await result
+            if result is None:
+                return
+        async for response in result:
+            yield response
+
+    return responses
 
 
 def _bind(

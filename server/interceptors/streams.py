@@ -3,8 +3,7 @@
 * Each principal (or, for unauthenticated methods, client address) may hold at most
   `max_per_caller` streams open in this process; more are RESOURCE_EXHAUSTED.
 * A stream whose client stops reading (a response waits to be written) or stops sending
-  (the next request does not arrive) for `idle_timeout` seconds ends DEADLINE_EXCEEDED, so
-  an abandoned stream frees its slot.
+  (the next request does not arrive) for `idle_timeout` seconds ends DEADLINE_EXCEEDED.
 * Streams are charged by work: besides the call's cost, one token from the caller's bucket
   per `bytes_per_token` bytes streamed either way. A caller out of tokens is slowed down
   (the stream pauses until its bucket refills) rather than cut off.
@@ -15,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -105,10 +104,9 @@ class StreamInterceptor(AsyncServerInterceptor):
             self._release(key)
 
         done = when_done(context, ended)
-        watchdog.on_idle = done
         try:
             async for response in responses:
-                await meter.add(response.ByteSize())
+                await meter.add(response)
                 watchdog.arm()
                 yield response
                 watchdog.disarm()
@@ -128,8 +126,7 @@ class StreamInterceptor(AsyncServerInterceptor):
                 raise DeadlineExceeded(
                     f"no message from the client for {self._idle:g} seconds"
                 ) from None
-            if hasattr(request, "ByteSize"):
-                await meter.add(request.ByteSize())
+            await meter.add(request)
             yield request
 
 
@@ -142,10 +139,10 @@ class _Meter:
         self._pending = 0
         self.limit: Limit | None = quotas.caller_limit() if quotas is not None else None
 
-    async def add(self, size: int) -> None:
-        if self._quotas is None or self.limit is None:
+    async def add(self, message: Any) -> None:
+        if self._quotas is None or self.limit is None or not hasattr(message, "ByteSize"):
             return
-        self._pending += size
+        self._pending += message.ByteSize()
         if self._pending >= self._per_token:
             tokens, self._pending = divmod(self._pending, self._per_token)
             await self._quotas.wait_for(self.limit, float(tokens))
@@ -155,16 +152,16 @@ class _IdleWatchdog:
     """Ends the call DEADLINE_EXCEEDED when one response waits too long to be written.
 
     While the handler's generator is suspended at `yield`, gRPC is writing the response;
-    a client that stops reading leaves it there. The timer then frees the stream's slot
-    (`on_idle`) and aborts the call from outside. The status is queued behind the
-    responses the client has not read: it learns DEADLINE_EXCEEDED if it reads on, and the
-    call's last resources go when it reads or disconnects (keepalive finds vanished ones).
+    a client that stops reading leaves it there. The timer then aborts the call from
+    outside. The status is queued behind the responses the client has not read: it learns
+    DEADLINE_EXCEEDED if it reads on. The call, and its stream slot, end only when the
+    client reads or disconnects (keepalive finds vanished ones), so a principal never
+    holds more stalled calls than it has slots.
     """
 
     def __init__(self, context: Context, timeout: float) -> None:
         self._context = context
         self._timeout = timeout
-        self.on_idle: Callable[[], None] = lambda: None
         self._timer: asyncio.TimerHandle | None = None
         self._aborting: asyncio.Task[None] | None = None
 
@@ -188,7 +185,6 @@ class _IdleWatchdog:
         )
         assert error is not None
         log.info("idle stream ended", idle_seconds=self._timeout)
-        self.on_idle()
         with contextlib.suppress(Exception):  # abort() raises by design
             await self._context.abort(
                 error.code, error.message, trailing_metadata=error.trailing_metadata()
