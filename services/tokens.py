@@ -79,7 +79,8 @@ class AccessTokenService:
         secret = new_secret(ATHLETE_TOKEN_PREFIX)
         try:
             with self.db.transaction() as session:
-                if not AthleteRepository(session).exists(athlete_id):
+                # Held until commit: the athlete cannot be deleted under the new token.
+                if not AthleteRepository(session).exists(athlete_id, share=True):
                     raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
                 repo = AccessTokenRepository(session)
                 # The creator may have been revoked since the call was authenticated (another

@@ -61,12 +61,13 @@ class AthleteRepository:
         """None when the athlete does not exist (or was deleted while we waited for a lock).
 
         The locks hold until the unit of work ends (PostgreSQL; on SQLite a write unit of
-        work holds the whole database). `lock` (FOR UPDATE): for read-merge-write, so what
-        is merged into cannot change meanwhile. `share` (FOR SHARE): for work that adds rows
-        under the athlete, who then cannot be deleted meanwhile."""
+        work holds the whole database). `lock` (FOR NO KEY UPDATE): for read-merge-write, so
+        what is merged into cannot change meanwhile. `share` (FOR KEY SHARE): for work that
+        adds rows under the athlete, who then cannot be deleted meanwhile; neither blocks
+        the other, so adding activities never waits for a profile update."""
         query = _select().where(AthleteRow.id == athlete_id)
         if lock or share:
-            query = query.with_for_update(of=AthleteRow, read=not lock)
+            query = query.with_for_update(of=AthleteRow, read=share and not lock, key_share=True)
         found = self.session.execute(query).first()
         return _to_domain(found[0], found[1]) if found else None
 
@@ -74,7 +75,7 @@ class AthleteRepository:
         """`share`: as for `get`."""
         query = select(AthleteRow.id).where(AthleteRow.id == athlete_id)
         if share:
-            query = query.with_for_update(read=True)
+            query = query.with_for_update(read=True, key_share=True)
         return self.session.execute(query).first() is not None
 
     def get_by_request_id(self, request_id: str) -> Athlete | None:
