@@ -1,0 +1,11 @@
+"""Every task Stride declares. `make_huey` installs these on the queue; a task module that is
+not listed here is unknown to the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.declare import TaskRef
+from tasks.diagnostics import ping
+
+ALL: tuple[TaskRef[..., Any], ...] = (ping,)
