@@ -71,7 +71,12 @@ def _backends(workdir: Path) -> Iterator[list[tuple[str, dict[str, str], str]]]:
             backends.append(
                 (
                     "postgresql",
-                    {"STRIDE_DATA_DIR": str(workdir / "pg"), "STRIDE_DATABASE_URL": url},
+                    {
+                        "STRIDE_DATA_DIR": str(workdir / "pg"),
+                        "STRIDE_DATABASE_URL": url,
+                        # No Redis here: the (idle) queue runs inside the server.
+                        "STRIDE_INPROCESS_WORKERS": "true",
+                    },
                     url,
                 )
             )

@@ -102,7 +102,12 @@ class Settings(BaseSettings):
 
     # Queue and cache
     redis_url: SecretStr | None = None
+    # Huey worker threads per consumer: the server's in-process workers and each stride-worker.
     huey_workers: int = Field(default=2, ge=1)
+    # Run Huey workers inside the server process. Unset: exactly when there is no Redis (a
+    # SQLite queue only this server reads); the entry points refuse PostgreSQL without Redis
+    # unless this is set to true explicitly (runtime.check_server).
+    inprocess_workers: bool | None = None
 
     # Secrets
     secret_key: SecretStr | None = None

@@ -1,4 +1,5 @@
-"""The composition root: builds storage, services, interceptors, servicers and the server."""
+"""Assembles the gRPC server: interceptors, servicers, health and reflection, on the
+resources that the composition root (`runtime`) builds from settings."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ from stride.v1 import (
 )
 
 from core.settings import ADMIN_TOKEN_FILE, Settings
-from core.telemetry import instrument_engine
-from domain.pagination import PageTokens
+from runtime import Runtime, check_queue_consumed, open_runtime
 from server import listen, reflection
 from server.blocking import BlockingRunner
 from server.health import HealthMonitor
@@ -54,13 +54,10 @@ from server.ratelimit import RateLimiter
 from server.servicers.activities import ActivityServicer
 from server.servicers.admin import AdminServicer
 from server.servicers.athletes import AthleteServicer
-from services.activities import ActivityService
-from services.athletes import AthleteService
-from services.paging import Paging
 from services.tokens import AccessTokenService
 from storage import migrate
-from storage.database import Database, PoolOptions
-from tasks.queue import InProcessWorkers, make_huey
+from storage.database import Database
+from tasks.consumer import InProcessWorkers, quiet_huey_logging
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +84,7 @@ class RunningServer:
     runner: BlockingRunner
     metrics: MetricsEndpoint | None
     workers: InProcessWorkers | None
+    runtime: Runtime
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within `grace`, release resources."""
@@ -94,28 +92,13 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self.workers is not None:
+            # Running tasks get the same grace; unfinished ones go back on the queue.
             await asyncio.to_thread(self.workers.stop)
         await asyncio.to_thread(self.runner.shutdown)
-        self.database.dispose()
-        if self.redis is not None:
-            await self.redis.aclose()
+        await self.runtime.aclose()  # queue, Redis, database
         if self.metrics is not None:
             self.metrics.close()
         log.info("server stopped")
-
-
-def build_database(settings: Settings) -> Database:
-    pool = PoolOptions(
-        size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        timeout_seconds=settings.db_pool_timeout_seconds,
-        recycle_seconds=settings.db_pool_recycle_seconds,
-        pre_ping=settings.db_pool_pre_ping,
-    )
-    database = Database(settings.primary_database_url, settings.replica_database_urls, pool)
-    for engine in [database.primary, *database.replicas]:
-        instrument_engine(engine)
-    return database
 
 
 def _interceptors(
@@ -164,27 +147,29 @@ def _interceptors(
 
 
 async def start(settings: Settings, *, interceptors: bool = True) -> RunningServer:
-    """Build and start the server. `interceptors=False` exists for the benchmark baseline."""
+    """Build and start the server. `interceptors=False` exists for the benchmark baseline.
+    Raises `SettingsError` for a queue nobody would consume (see `runtime.check_server` for
+    what the entry point refuses besides)."""
+    check_queue_consumed(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = build_database(settings)
-    await asyncio.to_thread(database.wait_until_reachable, settings.db_connect_attempts)
+    runtime = await asyncio.to_thread(open_runtime, settings)
+    try:
+        return await _start(settings, runtime, interceptors=interceptors)
+    except BaseException:
+        await runtime.aclose()
+        raise
+
+
+async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) -> RunningServer:
+    database = runtime.database
     if settings.should_migrate_at_startup:
         await asyncio.to_thread(migrate.upgrade, database.primary)
 
     runner = BlockingRunner(settings.db_executor_threads)
-    paging = Paging(
-        PageTokens(settings.signing_key), settings.default_page_size, settings.max_page_size
-    )
-    tokens = AccessTokenService(database, paging)
-    redis = None
-    if settings.redis_url is not None:
-        redis = Redis.from_url(
-            settings.redis_url.get_secret_value(),
-            socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
-        )
+    tokens = runtime.tokens
+    redis = runtime.async_redis()
     limiter = RateLimiter(redis, settings.redis_key_prefix)
-    huey = make_huey(settings)
+    huey = runtime.huey
 
     chain = [InterceptorChain(_interceptors(settings, tokens, runner, limiter))]
     server = grpc.aio.server(
@@ -203,10 +188,10 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
         interval=settings.health_check_interval_seconds,
     )
     athlete_pb2_grpc.add_AthleteServiceServicer_to_server(
-        AthleteServicer(AthleteService(database, paging), tokens, runner), server
+        AthleteServicer(runtime.athletes, tokens, runner), server
     )
     activity_pb2_grpc.add_ActivityServiceServicer_to_server(
-        ActivityServicer(ActivityService(database, paging), runner, settings.sample_chunk_size),
+        ActivityServicer(runtime.activities, runner, settings.sample_chunk_size),
         server,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(monitor), server)
@@ -225,8 +210,9 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
     await monitor.start()
 
     workers = None
-    if settings.embedded:
-        workers = InProcessWorkers(huey, settings.huey_workers)
+    if runtime.inprocess_workers:
+        quiet_huey_logging(settings.log_level)
+        workers = InProcessWorkers(huey, settings.huey_workers, settings.shutdown_grace_seconds)
         workers.start()
 
     host = settings.listen_address.rpartition(":")[0]
@@ -236,13 +222,17 @@ async def start(settings: Settings, *, interceptors: bool = True) -> RunningServ
         port=port,
         metrics_port=metrics.port if metrics else None,
         database=database.primary.url.render_as_string(hide_password=True),
+        queue=huey.describe(),
+        inprocess_workers=settings.huey_workers if workers else 0,
         admin_token_file=(
             str((settings.data_dir / ADMIN_TOKEN_FILE).resolve())
             if settings.admin_token is None
             else None
         ),
     )
-    return RunningServer(server, port, health, monitor, database, redis, runner, metrics, workers)
+    return RunningServer(
+        server, port, health, monitor, database, redis, runner, metrics, workers, runtime
+    )
 
 
 async def serve(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from core.error_reporting import configure_sentry
 from core.logging import configure_logging
 from core.settings import SettingsError, load_settings
 from core.telemetry import configure_tracing
+from runtime import check_server
 from server.app import serve
 from storage.database import DatabaseUnavailable
 
@@ -18,6 +19,7 @@ from storage.database import DatabaseUnavailable
 def main() -> None:
     try:
         settings = load_settings()
+        check_server(settings)
     except SettingsError as exc:
         print(f"stride: {exc}", file=sys.stderr)
         sys.exit(2)

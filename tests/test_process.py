@@ -96,6 +96,7 @@ def test_unreachable_database_fails_startup_clearly(tmp_path: Path) -> None:
         tmp_path,
         STRIDE_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:1/none",
         STRIDE_DB_CONNECT_ATTEMPTS="2",
+        STRIDE_INPROCESS_WORKERS="true",  # PostgreSQL without Redis must choose explicitly
     )
     assert result.returncode == 1
     assert "cannot reach the database at postgresql+psycopg://postgres@127.0.0.1:1/none" in (

@@ -1,0 +1,199 @@
+"""The composition root: one place that turns settings into the resources every process
+needs (database, Redis, the task queue, services) and closes them in reverse order.
+
+`server/app.py` (the gRPC server), `tasks/worker.py` (`stride-worker`) and command-line
+tools build them here, so a process never wires its own variant. What is process-specific
+stays with the process: the server's interceptors, servicers, health and thread pool; the
+worker's consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from core.settings import ENV_PREFIX, Settings, SettingsError
+from core.telemetry import instrument_engine
+from domain.pagination import PageTokens
+from services.activities import ActivityService
+from services.athletes import AthleteService
+from services.paging import Paging
+from services.tokens import AccessTokenService
+from storage.database import Database, PoolOptions
+from tasks.declare import TaskRef
+from tasks.queue import StrideHuey, make_huey, sqlite_queue_path
+
+DATABASE_FILE = "stride.db"
+
+
+@dataclass
+class Runtime:
+    """Built by `open_runtime`. Services are created on first use, so a process that never
+    lists anything (a worker) never needs the page-token key."""
+
+    settings: Settings
+    database: Database
+    redis: redis.Redis | None
+    huey: StrideHuey
+    _async_redis: AsyncRedis | None = field(default=None, repr=False)
+
+    @cached_property
+    def paging(self) -> Paging:
+        s = self.settings
+        return Paging(PageTokens(s.signing_key), s.default_page_size, s.max_page_size)
+
+    @cached_property
+    def athletes(self) -> AthleteService:
+        return AthleteService(self.database, self.paging)
+
+    @cached_property
+    def activities(self) -> ActivityService:
+        return ActivityService(self.database, self.paging)
+
+    @cached_property
+    def tokens(self) -> AccessTokenService:
+        return AccessTokenService(self.database, self.paging)
+
+    @property
+    def inprocess_workers(self) -> bool:
+        return runs_inprocess_workers(self.settings)
+
+    def async_redis(self) -> AsyncRedis | None:
+        """The asyncio Redis client (None without Redis); create it on the event loop that
+        uses it. Closed by `aclose`."""
+        if self._async_redis is None and self.settings.redis_url is not None:
+            self._async_redis = AsyncRedis.from_url(
+                self.settings.redis_url.get_secret_value(), **_redis_options(self.settings)
+            )
+        return self._async_redis
+
+    def close(self) -> None:
+        """Release everything, the reverse of building it: queue, Redis, database."""
+        self.huey.close()
+        if self.redis is not None:
+            self.redis.close()
+        self.database.dispose()
+
+    async def aclose(self) -> None:
+        if self._async_redis is not None:
+            await self._async_redis.aclose()
+            self._async_redis = None
+        await asyncio.to_thread(self.close)
+
+
+def open_runtime(
+    settings: Settings,
+    *,
+    catalog: Iterable[TaskRef[..., Any]] | None = None,
+    wait_for_database: bool = True,
+) -> Runtime:
+    """Build the database (waiting for it, with `STRIDE_DB_CONNECT_ATTEMPTS`), the Redis
+    client and the queue with `catalog` installed (default: every Stride task). Blocking:
+    from the event loop, run it in a thread. Raises `storage.database.DatabaseUnavailable`."""
+    if settings.embedded or settings.redis_url is None:  # SQLite files live there
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = build_database(settings)
+    try:
+        if wait_for_database:
+            database.wait_until_reachable(settings.db_connect_attempts)
+        client = (
+            redis.Redis.from_url(settings.redis_url.get_secret_value(), **_redis_options(settings))
+            if settings.redis_url is not None
+            else None
+        )
+        huey = make_huey(settings, catalog)
+    except BaseException:
+        database.dispose()
+        raise
+    return Runtime(settings, database, client, huey)
+
+
+def build_database(settings: Settings) -> Database:
+    """The primary and replica engines, each with its own pool and a span per statement."""
+    pool = PoolOptions(
+        size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        timeout_seconds=settings.db_pool_timeout_seconds,
+        recycle_seconds=settings.db_pool_recycle_seconds,
+        pre_ping=settings.db_pool_pre_ping,
+    )
+    database = Database(settings.primary_database_url, settings.replica_database_urls, pool)
+    for engine in [database.primary, *database.replicas]:
+        instrument_engine(engine)
+    return database
+
+
+def _redis_options(settings: Settings) -> dict[str, Any]:
+    # Short timeouts: callers degrade (local rate limiter, database reads) rather than wait.
+    return {
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_timeout_seconds,
+    }
+
+
+# Who consumes the queue ---------------------------------------------------------------------
+
+
+def runs_inprocess_workers(settings: Settings) -> bool:
+    """STRIDE_INPROCESS_WORKERS when set; otherwise exactly when there is no Redis, since a
+    SQLite queue is read only by the workers of the process that owns its data directory."""
+    if settings.inprocess_workers is not None:
+        return settings.inprocess_workers
+    return settings.redis_url is None
+
+
+def check_queue_consumed(settings: Settings) -> None:
+    """Refuse a server whose queue nobody would consume: no Redis (so a SQLite queue in this
+    server's data directory) and in-process workers turned off."""
+    if settings.redis_url is None and not runs_inprocess_workers(settings):
+        _refuse(
+            "INPROCESS_WORKERS: false needs STRIDE_REDIS_URL: without Redis tasks are queued in"
+            " a SQLite file that only this server's in-process workers read, so nothing would"
+            " run them"
+        )
+
+
+def check_server(settings: Settings) -> None:
+    """What the server's entry point refuses, beyond `check_queue_consumed`: PostgreSQL
+    without Redis, unless in-process workers are asked for explicitly. Servers sharing a
+    database are usually several; each would run a private SQLite queue, its own periodic
+    tasks and its own Strava budget, so the likely cause is a forgotten STRIDE_REDIS_URL."""
+    check_queue_consumed(settings)
+    if not settings.embedded and settings.redis_url is None and not settings.inprocess_workers:
+        _refuse(
+            "REDIS_URL: must be set with STRIDE_DATABASE_URL: tasks are queued in Redis for"
+            " stride-worker processes on any host. To run them inside this one server instead"
+            " (a SQLite queue in its data directory; not for several servers), set"
+            " STRIDE_INPROCESS_WORKERS=true"
+        )
+
+
+def check_worker(settings: Settings) -> None:
+    """A worker must consume the queue the servers fill and write to their database: without
+    Redis the queue is the server's SQLite file, and on the embedded default the database is
+    too, so the worker must run on that host with the server's STRIDE_DATA_DIR, which the
+    server has already created. A worker never creates a queue or database of its own."""
+    data_dir = settings.data_dir.resolve()
+    if settings.redis_url is None and not sqlite_queue_path(settings).exists():
+        _refuse(
+            f"REDIS_URL: not set, so the queue is {data_dir / 'huey.db'}, which does not"
+            " exist: without Redis a worker runs beside the server, with its STRIDE_DATA_DIR"
+            " (start the server first); set STRIDE_REDIS_URL to run workers on other hosts"
+        )
+    if settings.embedded and not (settings.data_dir / DATABASE_FILE).exists():
+        _refuse(
+            f"DATABASE_URL: not set, so the database is {data_dir / DATABASE_FILE}, which does"
+            " not exist: a worker on the embedded database runs beside the server, with its"
+            " STRIDE_DATA_DIR (start the server first); set STRIDE_DATABASE_URL to share"
+            " PostgreSQL instead"
+        )
+
+
+def _refuse(message: str) -> None:
+    raise SettingsError(f"invalid configuration:\n  {ENV_PREFIX}{message}")
