@@ -1,0 +1,3 @@
+from tasks.worker import main
+
+main()
