@@ -104,9 +104,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = None
     # Huey worker threads per consumer: the server's in-process workers and each stride-worker.
     huey_workers: int = Field(default=2, ge=1)
-    # Run Huey workers inside the server process. Unset: exactly when there is no Redis (a
-    # SQLite queue only this server reads); the entry points refuse PostgreSQL without Redis
-    # unless this is set to true explicitly (runtime.check_server).
+    # Run Huey workers inside the server process. Unset: on the embedded default and whenever
+    # there is no Redis (a SQLite queue only this server reads); the entry points refuse
+    # PostgreSQL without Redis unless this is set to true explicitly (runtime.check_server).
     inprocess_workers: bool | None = None
 
     # Secrets

@@ -141,11 +141,12 @@ def _redis_options(settings: Settings) -> dict[str, Any]:
 
 
 def runs_inprocess_workers(settings: Settings) -> bool:
-    """STRIDE_INPROCESS_WORKERS when set; otherwise exactly when there is no Redis, since a
-    SQLite queue is read only by the workers of the process that owns its data directory."""
+    """STRIDE_INPROCESS_WORKERS when set. Otherwise on the embedded default (a laptop: one
+    process does everything, Redis or not) and whenever there is no Redis, since a SQLite
+    queue is read only by the workers of the process that owns its data directory."""
     if settings.inprocess_workers is not None:
         return settings.inprocess_workers
-    return settings.redis_url is None
+    return settings.embedded or settings.redis_url is None
 
 
 def check_queue_consumed(settings: Settings) -> None:

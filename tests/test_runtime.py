@@ -84,7 +84,7 @@ def _settings(database: bool, redis: bool, inprocess: bool | None, tmp_path: Pat
         (False, False, True, True, True),
         (False, False, False, False, False),  # nobody would consume the SQLite queue
         # embedded database, Redis queue: in-process unless turned off (then stride-worker)
-        (False, True, None, False, True),
+        (False, True, None, True, True),
         (False, True, True, True, True),
         (False, True, False, False, True),
         # PostgreSQL: Redis and stride-worker processes, or an explicit single server
