@@ -50,7 +50,8 @@ class Runtime:
 
     @cached_property
     def athletes(self) -> AthleteService:
-        return AthleteService(self.database, self.paging)
+        # An athlete's deletion takes their tokens with it: the token cache must forget them.
+        return AthleteService(self.database, self.paging, on_delete=self.tokens.revoked_all_of)
 
     @cached_property
     def activities(self) -> ActivityService:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -24,9 +25,14 @@ def _today() -> dt.date:
 
 
 class AthleteService:
-    def __init__(self, db: Database, paging: Paging) -> None:
+    def __init__(
+        self, db: Database, paging: Paging, on_delete: Callable[[str], None] | None = None
+    ) -> None:
+        """`on_delete(athlete_id)` runs after an athlete's deletion commits (their tokens
+        went with them: the token cache must forget them)."""
         self.db = db
         self.paging = paging
+        self._on_delete = on_delete
 
     def create(
         self, profile: AthleteProfile, request_id: str, violations: Violations | None = None
@@ -94,6 +100,8 @@ class AthleteService:
                 revision = current.revision
             if not repo.delete(athlete_id, revision):
                 raise _vanished_or_changed(revision is not None and repo.exists(athlete_id), name)
+        if self._on_delete is not None:
+            self._on_delete(athlete_id)
 
     def list_page(self, page_size: int, page_token: str) -> tuple[list[Athlete], str]:
         violations = Violations()

@@ -66,7 +66,6 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
     ) -> empty_pb2.Empty:
         athlete_id = names.parse_athlete(request.name, "name")
         await self._run(self._athletes.delete, athlete_id, request.etag)
-        self._tokens.revoked_all_of(athlete_id)  # their tokens went with them
         return empty_pb2.Empty()
 
     async def ListAthletes(
