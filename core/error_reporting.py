@@ -19,6 +19,9 @@ def configure_sentry(dsn: str | None, environment: str) -> None:
         # Errors are reported explicitly with their tags; log lines are not events.
         integrations=[LoggingIntegration(level=None, event_level=None)],
         default_integrations=False,
+        # Integrations Sentry enables on its own (Huey's adds an argument to every task and
+        # reports each failed attempt): Stride reports what it means to, itself.
+        auto_enabling_integrations=False,
     )
 
 
