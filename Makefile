@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test gen lint check-gen bench migrate clean
+.PHONY: run test gen lint check-gen bench migrate strava-sim clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(STAMP)
 ## migrate: apply database migrations to STRIDE_DATABASE_URL
 migrate: $(STAMP)
 	$(PY) -m storage.migrate upgrade
+
+## strava-sim: the Strava-compatible simulator on 127.0.0.1:8700 (more options: STRAVA_SIM_ARGS)
+strava-sim: $(STAMP)
+	$(PY) -m tests.strava_sim --port 8700 --seed 1 --athletes 3 --activities 300 $(STRAVA_SIM_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules build .mypy_cache .ruff_cache .pytest_cache
