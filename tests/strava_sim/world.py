@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -85,30 +85,60 @@ PERSONAS = (
     Persona("Siobhán", "Kelly", "F", "adelaide", CYCLIST, "meters", "en"),
 )
 
-CUSTOM_NAMES = {
-    "en": ("Tempo with the crew", "Hill repeats", "Long run 🏃", "Recovery jog", "Race day!"),
-    "fr": (
-        "Sortie longue à Vincennes",
-        "Fractionné – piste",  # noqa: RUF001 - a real title's dash
-        "Footing récup' ☕",
-        "Col du Galibier",
-    ),
-    "de": (
-        "Läufchen am Zürichsee",
-        "Üetliberg hoch & runter",
-        "Gemütliche Wanderung",
-        "Intervalle",
-    ),
-    "ja": ("朝ラン", "皇居ラン 🏯", "ロング走", "ビルドアップ走"),
-    "pt": ("Pedal na Serra do Mar", "Treino de subida", "Corrida no Ibirapuera 🌳", "Giro leve"),
-    "no": ("Tur til Vettakollen", "Rolig langtur", "Intervaller på Bislett", "Søndagstur ⛰️"),
+# Titles athletes give, by language and kind of sport (run, ride, swim, walk/hike).
+CUSTOM_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "en": {
+        "run": ("Tempo with the crew", "Hill repeats", "Long run 🏃", "Race day!"),
+        "ride": ("Coffee ride ☕", "Hill climbs", "Group ride"),
+        "swim": ("Masters swim", "Easy laps"),
+        "walk": ("Walk with the dog", "Ridge hike ⛰️"),
+    },
+    "fr": {
+        "run": ("Sortie longue à Vincennes", "Fractionné – piste", "Footing récup'"),  # noqa: RUF001
+        "ride": ("Col du Galibier", "Sortie vélo entre amis"),
+        "swim": ("Natation à la piscine Pontoise", "Séance technique"),
+        "walk": ("Balade en forêt", "Randonnée à Fontainebleau"),
+    },
+    "de": {
+        "run": ("Läufchen am Zürichsee", "Intervalle", "Lockerer Dauerlauf"),
+        "ride": ("Ausfahrt über den Albis", "Rennvelo-Runde"),
+        "swim": ("Schwimmen im Hallenbad", "Seeüberquerung"),
+        "walk": ("Üetliberg hoch & runter", "Gemütliche Wanderung"),
+    },
+    "ja": {
+        "run": ("朝ラン", "皇居ラン 🏯", "ロング走", "ビルドアップ走"),
+        "ride": ("朝ライド", "ヒルクライム"),
+        "swim": ("プール", "スイム練"),
+        "walk": ("高尾山ハイク", "お散歩"),
+    },
+    "pt": {
+        "run": ("Corrida no Ibirapuera 🌳", "Treino de subida", "Rodagem leve"),
+        "ride": ("Pedal na Serra do Mar", "Giro leve"),
+        "swim": ("Natação", "Treino na piscina"),
+        "walk": ("Caminhada", "Trilha no Pico do Jaraguá"),
+    },
+    "no": {
+        "run": ("Intervaller på Bislett", "Rolig langtur", "Morgenjogg"),
+        "ride": ("Sykkeltur rundt Bygdøy", "Rolig sykkeltur"),
+        "swim": ("Svømming på Tøyenbadet", "Teknikkøkt"),
+        "walk": ("Tur til Vettakollen", "Søndagstur ⛰️"),
+    },
 }
+
 
 # sport_type -> the deprecated ``type`` Strava still sends beside it.
 LEGACY_TYPE = {"TrailRun": "Run", "GravelRide": "Ride", "MountainBikeRide": "Ride"}
 FOOT_SPORTS = frozenset({"Run", "TrailRun", "Walk", "Hike"})
 RUN_SPORTS = frozenset({"Run", "TrailRun"})
 RIDE_SPORTS = frozenset({"Ride", "GravelRide", "VirtualRide", "MountainBikeRide"})
+
+
+def _kind_of(sport_type: str) -> str:
+    if sport_type in RUN_SPORTS:
+        return "run"
+    if sport_type in RIDE_SPORTS:
+        return "ride"
+    return "swim" if sport_type == "Swim" else "walk"
 
 
 @dataclass
@@ -261,7 +291,6 @@ class Activity:
     elev_low: float = 0.0
     total_elevation_gain: float = 0.0
     deleted: bool = False
-    extra_updates: dict[str, object] = field(default_factory=dict)
 
     @property
     def private(self) -> bool:
@@ -329,8 +358,22 @@ class World:
             athlete = self._make_athlete(index, used_ids)
             self.athletes[athlete.id] = athlete
             rng = _rng(config, "history", index)
+            count = config.activities
+            # Every history of ten or more has at least one manual entry, one "Only You" and
+            # one "Followers" activity, whatever the dice say.
+            forced = {count // 3: "manual", count // 2: "only_me", (2 * count) // 3: "followers"}
             for position, start in enumerate(self._start_times(athlete, rng)):
-                plan = self._make_activity(athlete, start, rng, f"{index}:{position}")
+                kind = forced.get(position) if count >= 10 else None
+                plan = self._make_activity(
+                    athlete,
+                    start,
+                    rng,
+                    f"{index}:{position}",
+                    manual=True if kind == "manual" else None,
+                    visibility={"only_me": "only_me", "followers": "followers_only"}.get(
+                        kind or ""
+                    ),
+                )
                 plans.append((plan.start, index, plan))
         plans.sort(key=lambda item: (item[0], item[1]))
         id_rng = _rng(config, "ids")
@@ -450,8 +493,9 @@ class World:
                 local_day, dt.time(hour, rng.randrange(60), rng.randrange(60)), zone
             )
             start = local.astimezone(dt.UTC)
-            # Keep every activity inside the history (the newest may be today).
-            starts.append(min(start, end - dt.timedelta(hours=6)))
+            while start > end - dt.timedelta(hours=6):  # keep it inside the history
+                start -= dt.timedelta(days=1)
+            starts.append(start)
         starts.sort()
         return starts
 
@@ -465,6 +509,7 @@ class World:
         key: str,
         sport_type: str | None = None,
         manual: bool | None = None,
+        visibility: str | None = None,
     ) -> Activity:
         sports, weights = zip(*athlete.mix, strict=True)
         sport = rng.choices(sports, weights)[0]
@@ -568,9 +613,11 @@ class World:
         if rng.random() < 0.55 or manual:
             name = default_name(sport, local_hour)
         else:
-            name = rng.choice(CUSTOM_NAMES.get(athlete.language, CUSTOM_NAMES["en"]))
+            titles = CUSTOM_NAMES.get(athlete.language, CUSTOM_NAMES["en"])
+            name = rng.choice(titles[_kind_of(sport)])
         roll = rng.random()
-        visibility = "only_me" if roll < 0.08 else "followers_only" if roll < 0.18 else "everyone"
+        rolled = "only_me" if roll < 0.08 else "followers_only" if roll < 0.18 else "everyone"
+        visibility = visibility or rolled
         if sport in RUN_SPORTS:
             workout_type = rng.choice((None, None, None, 0, 0, 1, 2, 3))
         elif sport in RIDE_SPORTS:
