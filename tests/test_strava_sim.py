@@ -662,12 +662,21 @@ def test_token_exchange_errors() -> None:
             },
         )
         assert as_json.status_code == 200
+        # Deauthorizing with a bearer header under the API base, as stravalib does.
+        access = as_json.json()["access_token"]
+        gone = client.post(
+            "/api/v3/oauth/deauthorize", headers={"Authorization": f"Bearer {access}"}
+        )
+        assert gone.json() == {"access_token": access}
+        assert sim.count("oauth.deauthorize") == 1
 
 
 def test_refresh_rotates_and_the_old_refresh_token_lasts_until_the_new_access_token_is_used() -> (
     None
 ):
-    config = SimConfig(seed=2, athletes=1, activities=2, access_token_ttl=1800)
+    config = SimConfig(
+        seed=2, athletes=1, activities=2, access_token_ttl=1800, refresh_policy="until_used"
+    )
     with StravaSimulator(config) as sim, http(sim) as client:
         first = sim.tokens(sim.athlete_ids[0])
         rotated = _token(client, grant_type="refresh_token", refresh_token=first["refresh_token"])
@@ -698,7 +707,7 @@ def test_refresh_rotates_and_the_old_refresh_token_lasts_until_the_new_access_to
         old_api = {"Authorization": f"Bearer {first['access_token']}"}
         assert client.get("/api/v3/athlete", headers=old_api).status_code == 200
 
-    fresh = SimConfig(seed=2, athletes=1, activities=2, refresh_policy="immediate")
+    fresh = SimConfig(seed=2, athletes=1, activities=2)  # refresh_policy="immediate"
     with StravaSimulator(fresh) as sim, http(sim) as client:
         tokens = sim.tokens(sim.athlete_ids[0])
         # More than an hour left: Strava hands back the same tokens.
@@ -709,7 +718,7 @@ def test_refresh_rotates_and_the_old_refresh_token_lasts_until_the_new_access_to
         renewed = _token(client, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
         assert renewed.json()["access_token"] != tokens["access_token"]
         old = _token(client, grant_type="refresh_token", refresh_token=tokens["refresh_token"])
-        assert old.status_code == 400  # "immediate": the rotated-out token is dead at once
+        assert old.status_code == 400  # Strava's rule: the rotated-out token is dead at once
 
 
 def test_expired_tokens_get_strava_401() -> None:
@@ -1033,6 +1042,16 @@ def test_faults_bursts_delays_hangs_garbage_and_vanishing_history() -> None:
             assert client.get(f"/api/v3/activities/{activity['id']}").status_code == 200
             client.post(f"/_sim/athletes/{athlete_id}/restore")
             assert len(all_activities(client)) == 8
+
+            # The application's owner lost the Strava subscription: every request is a 403.
+            client.post("/_sim/application", json={"active": False})
+            inactive = client.get("/api/v3/athlete")
+            assert inactive.status_code == 403
+            assert inactive.json()["errors"] == [
+                {"resource": "Application", "field": "Status", "code": "Inactive"}
+            ]
+            assert client.post("/oauth/token", data={}).status_code == 403
+            sim.set_application_active(True)
 
             # Arming until cleared, then clearing, over HTTP.
             client.post("/_sim/faults", json={"kind": "error", "count": None, "status": 500})

@@ -124,8 +124,8 @@ class Auth:
 
         While the current access token has more than ``refresh_reuse_window`` seconds left, the
         same tokens come back. Otherwise a new access *and* refresh token are issued; the old
-        refresh token keeps working until the new access token is used (``until_used``) or
-        stops at once (``immediate``). Old access tokens stay valid until they expire.
+        refresh token stops at once (``immediate``) or keeps working until the new access
+        token is used (``until_used``). Old access tokens stay valid until they expire.
         """
         grant = self.by_refresh.get(refresh_token or "")
         if grant is None or grant.revoked:

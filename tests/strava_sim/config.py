@@ -22,9 +22,10 @@ class SimConfig:
 
     OAuth: one registered application (``client_id``/``client_secret``). Access tokens live
     ``access_token_ttl`` seconds; a refresh while more than ``refresh_reuse_window`` seconds
-    remain returns the current tokens (Strava's rule, one hour). With
-    ``refresh_policy="until_used"`` a rotated-out refresh token keeps working until the new
-    access token is first used; ``"immediate"`` retires it at once.
+    remain returns the current tokens (Strava's rule, one hour). Otherwise the refresh token
+    rotates, and with ``refresh_policy="immediate"`` (Strava's documented rule: "once a new
+    refresh token code has been returned, the older code will no longer work") the old one
+    dies at once; ``"until_used"`` keeps it working until the new access token is first used.
 
     Rate limits: (15-minute, daily) budgets for all requests and for reads, over windows of
     ``short_window``/``long_window`` seconds aligned to the epoch (so 900 s windows reset at
@@ -45,7 +46,7 @@ class SimConfig:
     callback_domain: str | None = None
     access_token_ttl: int = 21600
     refresh_reuse_window: int = 3600
-    refresh_policy: str = "until_used"
+    refresh_policy: str = "immediate"
     code_ttl: int = 600
     max_connected_athletes: int | None = None
     overall_limits: tuple[int, int] = DEFAULT_OVERALL_LIMITS

@@ -124,6 +124,7 @@ class StravaSimulator:
         self.counts: collections.Counter[str] = collections.Counter()
         self._streams: collections.OrderedDict[int, Streams] = collections.OrderedDict()
         self._streams_lock = threading.Lock()
+        self.application_active = True
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -273,6 +274,11 @@ class StravaSimulator:
         """Remove every fault and release hanging requests."""
         self.faults.clear()
 
+    def set_application_active(self, active: bool) -> None:
+        """An inactive application (its owner has no Strava subscription, since mid-2026) gets
+        a 403 on every request, as Strava answers then."""
+        self.application_active = active
+
     def vanish(self, athlete_id: int, vanished: bool = True) -> None:
         """The athlete's activity list comes back empty (details still answer)."""
         with self.lock:
@@ -397,9 +403,12 @@ class StravaSimulator:
                 return _json(error.status, error.body())
             except (KeyError, ValueError, TypeError) as error:
                 return _json(400, {"message": "Bad Request", "errors": [], "detail": str(error)})
-        return self._api(method, path, params, headers)
+        return self._api(method, _canonical(path), params, headers)
 
     def _api(self, method: str, path: str, params: Params, headers: dict[str, str]) -> Response:
+        if not self.application_active:
+            inactive = ApiError(403, "Forbidden", [("Application", "Status", "Inactive")])
+            return _json(403, inactive.body())
         rate_headers: dict[str, str] = {}
         if path.startswith("/api/v3/push_subscriptions"):
             rate_headers = self.limiter.peek()  # app-level calls: reported, not counted
@@ -715,6 +724,10 @@ class StravaSimulator:
             if tail == ["revoke"] and method == "POST":
                 delivery = self.revoke(athlete_id)
                 return _json(200, {"revoked": True, "event": delivery.event if delivery else None})
+        if parts == ["application"]:
+            if method == "POST":
+                self.set_application_active(_bool_param(params, "active", True))
+            return _json(200, {"active": self.application_active})
         if parts == ["codes"] and method == "POST":
             scope = p.get("scope", "read,activity:read_all")
             return _json(200, {"code": self.authorize(int(p["athlete_id"]), scope), "scope": scope})
@@ -889,9 +902,15 @@ def _parse_body(content_type: str, body: bytes) -> Params:
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
+def _canonical(path: str) -> str:
+    """Strava also answers OAuth under the API base (stravalib deauthorizes at
+    ``/api/v3/oauth/deauthorize``): serve those as the OAuth endpoints."""
+    return path[len("/api/v3") :] if path.startswith("/api/v3/oauth/") else path
+
+
 def _endpoint(method: str, path: str) -> str:
     """A stable name for a request's endpoint, for the log and the counters."""
-    parts = path.strip("/").split("/")
+    parts = _canonical(path).strip("/").split("/")
     if parts[:1] == ["oauth"]:
         return ".".join(parts)
     rest = parts[2:] if parts[:2] == ["api", "v3"] else parts
