@@ -982,13 +982,11 @@ class _Handler(BaseHTTPRequestHandler):
         response = self.sim.handle(method, path, params, headers)
         if response.action == "hang":
             self._hang()
-        elif response.action is None:
-            self._send(response)
-        self.close_connection = self.close_connection or response.action is not None
+        # Logged before the answer leaves, so a client that got it finds it in the log.
         if not path.startswith("/_sim"):
             self.sim._record(
                 {
-                    "time": time.time(),
+                    "time": self.sim.clock(),
                     "method": method,
                     "path": path,
                     "query": url.query,
@@ -997,6 +995,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "duration_ms": round((time.monotonic() - started) * 1000, 2),
                 }
             )
+        if response.action is None:
+            self._send(response)
+        else:
+            self.close_connection = True
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
