@@ -157,11 +157,26 @@ class JobRow(Base):
     create_time: Mapped[dt.datetime] = mapped_column(default=_now)
     start_time: Mapped[dt.datetime | None]
     end_time: Mapped[dt.datetime | None]
+    # The worker whose task runs the job, and until when (the task renews it). A job that is
+    # not ended and whose lease expired is re-enqueued by the sweeper; a QUEUED job's expiry
+    # is the deadline for a worker to claim it (owner NULL).
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expire_time: Mapped[dt.datetime | None]
+    # Where a re-run resumes (the task's own JSON: a page cursor, files done...).
+    checkpoint: Mapped[dict[str, Any] | None]
+    # What the job produced (counts, created resources' ids), set when it ends.
+    result: Mapped[dict[str, Any] | None]
+    # Runs started (leases claimed), including re-runs after a lost worker.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     __table_args__ = (
         UniqueConstraint("athlete_id", "request_id"),
         Index(None, "athlete_id", "create_time"),
         Index(None, "create_time", "id"),
+        # The sweeper: jobs in a given state whose lease expired.
+        Index(None, "state", "lease_expire_time"),
+        # Event retention: jobs that ended before a cutoff.
+        Index(None, "end_time"),
     )
 
 
