@@ -18,6 +18,7 @@ from typing import Any
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
+from core.job_bus import InProcessBus, JobEventBus, RedisBus
 from core.settings import ENV_PREFIX, Settings, SettingsError
 from core.telemetry import instrument_engine
 from domain.pagination import PageTokens
@@ -60,6 +61,14 @@ class Runtime:
     @cached_property
     def tokens(self) -> AccessTokenService:
         return AccessTokenService(self.database, self.paging)
+
+    @cached_property
+    def job_bus(self) -> JobEventBus:
+        """Live job events: Redis pub/sub between processes when Redis is configured, else
+        in this process (the embedded default, whose workers run in the server)."""
+        if self.redis is not None:
+            return RedisBus(self.redis, self.async_redis, self.settings.redis_key_prefix)
+        return InProcessBus()
 
     @property
     def inprocess_workers(self) -> bool:

@@ -117,6 +117,7 @@ class Activity(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    SOURCE_JOB_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`athletes/{athlete}/activities/{activity}`."""
     title: _builtins.str
@@ -144,6 +145,11 @@ class Activity(_message.Message):
     DeleteActivityRequest.etag) to apply the change only if nobody changed the activity
     since: otherwise the call fails with ABORTED. Empty means unconditional. Opaque to
     clients (today a quoted revision number, such as `"3"`).
+    """
+    source_job: _builtins.str
+    """The job that created this activity (a Strava sync, a file import),
+    `athletes/{athlete}/jobs/{job}`; empty for manual entries. It stays after the job
+    itself has expired.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -181,10 +187,11 @@ class Activity(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        source_job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "elapsed_time", b"elapsed_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "source_job", b"source_job", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["average_heart_rate_bpm"]  # noqa: Y015
     _WhichOneofArgType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm"]  # noqa: Y015
@@ -372,12 +379,17 @@ class ListActivitiesRequest(_message.Message):
     START_TIME_TO_FIELD_NUMBER: _builtins.int
     SPORT_TYPES_FIELD_NUMBER: _builtins.int
     DESCENDING_FIELD_NUMBER: _builtins.int
+    SOURCE_JOB_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     page_size: _builtins.int
     """0 means the default (50); values above 1000 are coerced to 1000."""
     page_token: _builtins.str
     descending: _builtins.bool
     """Newest first when true; oldest first otherwise."""
+    source_job: _builtins.str
+    """Only activities this job created (`athletes/{athlete}/jobs/{job}`, a job of
+    `parent`): what a sync or an import produced, page by page.
+    """
     @_builtins.property
     def start_time_from(self) -> _timestamp_pb2.Timestamp:
         """Only activities starting at or after this time."""
@@ -400,10 +412,11 @@ class ListActivitiesRequest(_message.Message):
         start_time_to: _timestamp_pb2.Timestamp | None = ...,
         sport_types: _abc.Iterable[_common_pb2.SportType.ValueType] | None = ...,
         descending: _builtins.bool = ...,
+        source_job: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start_time_from", b"start_time_from", "start_time_to", b"start_time_to"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "sport_types", b"sport_types", "start_time_from", b"start_time_from", "start_time_to", b"start_time_to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["descending", b"descending", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "source_job", b"source_job", "sport_types", b"sport_types", "start_time_from", b"start_time_from", "start_time_to", b"start_time_to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,11 +27,12 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stride/v1/admin.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x8f\x02\n\nDeadLetter\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04task\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03job\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:N\xea\x41K\n\x15stride.dev/DeadLetter\x12\x19\x64\x65\x61\x64Letters/{dead_letter}*\x0b\x64\x65\x61\x64Letters2\ndeadLetter\"K\n\x16ListDeadLettersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"_\n\x17ListDeadLettersResponse\x12+\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x15.stride.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x16RetryDeadLetterRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15stride.dev/DeadLetter\"G\n\x17\x44\x65leteDeadLetterRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15stride.dev/DeadLetter\"-\n\x18GetRateLimitStateRequest\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"\xaf\x01\n\x0eRateLimitState\x12+\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1a.stride.v1.RateLimitBucket\x12\'\n\x06strava\x18\x02 \x01(\x0b\x32\x17.stride.v1.StravaBudget\x12/\n\x0estrava_circuit\x18\x03 \x01(\x0b\x32\x17.stride.v1.CircuitState\x12\x16\n\x0elocal_fallback\x18\x04 \x01(\x08\"[\n\x0fRateLimitBucket\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x01\x12\x19\n\x11refill_per_second\x18\x04 \x01(\x01\"\xa7\x01\n\x0cStravaBudget\x12\x18\n\x10short_term_usage\x18\x01 \x01(\x05\x12\x18\n\x10short_term_limit\x18\x02 \x01(\x05\x12\x13\n\x0b\x64\x61ily_usage\x18\x03 \x01(\x05\x12\x13\n\x0b\x64\x61ily_limit\x18\x04 \x01(\x05\x12\x39\n\x15short_term_reset_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe1\x01\n\x0c\x43ircuitState\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.stride.v1.CircuitState.State\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\x12.\n\nopen_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_CLOSED\x10\x01\x12\x0e\n\nSTATE_OPEN\x10\x02\x12\x13\n\x0fSTATE_HALF_OPEN\x10\x03\")\n\x11\x46lushCacheRequest\x12\x14\n\x06prefix\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"*\n\x12\x46lushCacheResponse\x12\x14\n\x0c\x64\x65leted_keys\x18\x01 \x01(\x03\"\x1c\n\x1aGetDependencyHealthRequest\"O\n\x10\x44\x65pendencyHealth\x12\x0f\n\x07overall\x18\x01 \x01(\t\x12*\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x1a.stride.v1.DependencyCheck\"\xb8\x01\n\x0f\x44\x65pendencyCheck\x12\x12\n\ndependency\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x10\n\x08\x63ritical\x18\x03 \x01(\x08\x12\x33\n\x0flast_check_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x06 \x01(\t2\xbd\x05\n\x0c\x41\x64minService\x12q\n\x0fListDeadLetters\x12!.stride.v1.ListDeadLettersRequest\x1a\".stride.v1.ListDeadLettersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadLetters\x12w\n\x0fRetryDeadLetter\x12!.stride.v1.RetryDeadLetterRequest\x1a\x16.google.protobuf.Empty\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=deadLetters/*}:retry:\x01*\x12p\n\x10\x44\x65leteDeadLetter\x12\".stride.v1.DeleteDeadLetterRequest\x1a\x16.google.protobuf.Empty\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/{name=deadLetters/*}\x12o\n\x11GetRateLimitState\x12#.stride.v1.GetRateLimitStateRequest\x1a\x19.stride.v1.RateLimitState\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/rateLimitState\x12\x65\n\nFlushCache\x12\x1c.stride.v1.FlushCacheRequest\x1a\x1d.stride.v1.FlushCacheResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/cache:flush:\x01*\x12w\n\x13GetDependencyHealth\x12%.stride.v1.GetDependencyHealthRequest\x1a\x1b.stride.v1.DependencyHealth\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/dependencyHealthb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15stride/v1/admin.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x86\x03\n\nDeadLetter\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x12\n\x04task\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x03job\x18\x03 \x01(\tB\x17\xe2\x41\x01\x03\xfa\x41\x10\n\x0estride.dev/Job\x12\'\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x30\n\targuments\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08trace_id\x18\t \x01(\tB\x04\xe2\x41\x01\x03:N\xea\x41K\n\x15stride.dev/DeadLetter\x12\x19\x64\x65\x61\x64Letters/{dead_letter}*\x0b\x64\x65\x61\x64Letters2\ndeadLetter\"K\n\x16ListDeadLettersRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"_\n\x17ListDeadLettersResponse\x12+\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x15.stride.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x16RetryDeadLetterRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15stride.dev/DeadLetter\"G\n\x17\x44\x65leteDeadLetterRequest\x12,\n\x04name\x18\x01 \x01(\tB\x1e\xe2\x41\x01\x02\xfa\x41\x17\n\x15stride.dev/DeadLetter\"-\n\x18GetRateLimitStateRequest\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"\xaf\x01\n\x0eRateLimitState\x12+\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x1a.stride.v1.RateLimitBucket\x12\'\n\x06strava\x18\x02 \x01(\x0b\x32\x17.stride.v1.StravaBudget\x12/\n\x0estrava_circuit\x18\x03 \x01(\x0b\x32\x17.stride.v1.CircuitState\x12\x16\n\x0elocal_fallback\x18\x04 \x01(\x08\"[\n\x0fRateLimitBucket\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x01\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x01\x12\x19\n\x11refill_per_second\x18\x04 \x01(\x01\"\x9f\x03\n\x0cStravaBudget\x12\x37\n\x12overall_15_minutes\x18\x06 \x01(\x0b\x32\x1b.stride.v1.StravaRateWindow\x12\x32\n\roverall_daily\x18\x07 \x01(\x0b\x32\x1b.stride.v1.StravaRateWindow\x12\x34\n\x0fread_15_minutes\x18\x08 \x01(\x0b\x32\x1b.stride.v1.StravaRateWindow\x12/\n\nread_daily\x18\t \x01(\x0b\x32\x1b.stride.v1.StravaRateWindow\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bresume_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampJ\x04\x08\x01\x10\x06R\x10short_term_usageR\x10short_term_limitR\x0b\x64\x61ily_usageR\x0b\x64\x61ily_limitR\x15short_term_reset_time\"`\n\x10StravaRateWindow\x12\r\n\x05usage\x18\x01 \x01(\x05\x12\r\n\x05limit\x18\x02 \x01(\x05\x12.\n\nreset_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x02\n\x0c\x43ircuitState\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.stride.v1.CircuitState.State\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\x12.\n\nopen_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x04 \x01(\t\x12\x35\n\x11last_failure_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"U\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_CLOSED\x10\x01\x12\x0e\n\nSTATE_OPEN\x10\x02\x12\x13\n\x0fSTATE_HALF_OPEN\x10\x03\")\n\x11\x46lushCacheRequest\x12\x14\n\x06prefix\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\"*\n\x12\x46lushCacheResponse\x12\x14\n\x0c\x64\x65leted_keys\x18\x01 \x01(\x03\"\x1c\n\x1aGetDependencyHealthRequest\"O\n\x10\x44\x65pendencyHealth\x12\x0f\n\x07overall\x18\x01 \x01(\t\x12*\n\x06\x63hecks\x18\x02 \x03(\x0b\x32\x1a.stride.v1.DependencyCheck\"\xb8\x01\n\x0f\x44\x65pendencyCheck\x12\x12\n\ndependency\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x10\n\x08\x63ritical\x18\x03 \x01(\x08\x12\x33\n\x0flast_check_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07latency\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x65rror\x18\x06 \x01(\t2\xbd\x05\n\x0c\x41\x64minService\x12q\n\x0fListDeadLetters\x12!.stride.v1.ListDeadLettersRequest\x1a\".stride.v1.ListDeadLettersResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadLetters\x12w\n\x0fRetryDeadLetter\x12!.stride.v1.RetryDeadLetterRequest\x1a\x16.google.protobuf.Empty\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=deadLetters/*}:retry:\x01*\x12p\n\x10\x44\x65leteDeadLetter\x12\".stride.v1.DeleteDeadLetterRequest\x1a\x16.google.protobuf.Empty\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/{name=deadLetters/*}\x12o\n\x11GetRateLimitState\x12#.stride.v1.GetRateLimitStateRequest\x1a\x19.stride.v1.RateLimitState\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/rateLimitState\x12\x65\n\nFlushCache\x12\x1c.stride.v1.FlushCacheRequest\x1a\x1d.stride.v1.FlushCacheResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/cache:flush:\x01*\x12w\n\x13GetDependencyHealth\x12%.stride.v1.GetDependencyHealthRequest\x1a\x1b.stride.v1.DependencyHealth\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/dependencyHealthb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,13 +44,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEADLETTER'].fields_by_name['task']._loaded_options = None
   _globals['_DEADLETTER'].fields_by_name['task']._serialized_options = b'\342A\001\003'
   _globals['_DEADLETTER'].fields_by_name['job']._loaded_options = None
-  _globals['_DEADLETTER'].fields_by_name['job']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['job']._serialized_options = b'\342A\001\003\372A\020\n\016stride.dev/Job'
   _globals['_DEADLETTER'].fields_by_name['error']._loaded_options = None
   _globals['_DEADLETTER'].fields_by_name['error']._serialized_options = b'\342A\001\003'
   _globals['_DEADLETTER'].fields_by_name['attempts']._loaded_options = None
   _globals['_DEADLETTER'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
   _globals['_DEADLETTER'].fields_by_name['create_time']._loaded_options = None
   _globals['_DEADLETTER'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['arguments']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['arguments']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['request_id']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['request_id']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['trace_id']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['trace_id']._serialized_options = b'\342A\001\003'
   _globals['_DEADLETTER']._loaded_options = None
   _globals['_DEADLETTER']._serialized_options = b'\352AK\n\025stride.dev/DeadLetter\022\031deadLetters/{dead_letter}*\013deadLetters2\ndeadLetter'
   _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._loaded_options = None
@@ -76,38 +83,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['FlushCache']._serialized_options = b'\202\323\344\223\002\024\"\017/v1/cache:flush:\001*'
   _globals['_ADMINSERVICE'].methods_by_name['GetDependencyHealth']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['GetDependencyHealth']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/dependencyHealth'
-  _globals['_DEADLETTER']._serialized_start=246
-  _globals['_DEADLETTER']._serialized_end=517
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=519
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=594
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=596
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=691
-  _globals['_RETRYDEADLETTERREQUEST']._serialized_start=693
-  _globals['_RETRYDEADLETTERREQUEST']._serialized_end=763
-  _globals['_DELETEDEADLETTERREQUEST']._serialized_start=765
-  _globals['_DELETEDEADLETTERREQUEST']._serialized_end=836
-  _globals['_GETRATELIMITSTATEREQUEST']._serialized_start=838
-  _globals['_GETRATELIMITSTATEREQUEST']._serialized_end=883
-  _globals['_RATELIMITSTATE']._serialized_start=886
-  _globals['_RATELIMITSTATE']._serialized_end=1061
-  _globals['_RATELIMITBUCKET']._serialized_start=1063
-  _globals['_RATELIMITBUCKET']._serialized_end=1154
-  _globals['_STRAVABUDGET']._serialized_start=1157
-  _globals['_STRAVABUDGET']._serialized_end=1324
-  _globals['_CIRCUITSTATE']._serialized_start=1327
-  _globals['_CIRCUITSTATE']._serialized_end=1552
-  _globals['_CIRCUITSTATE_STATE']._serialized_start=1467
-  _globals['_CIRCUITSTATE_STATE']._serialized_end=1552
-  _globals['_FLUSHCACHEREQUEST']._serialized_start=1554
-  _globals['_FLUSHCACHEREQUEST']._serialized_end=1595
-  _globals['_FLUSHCACHERESPONSE']._serialized_start=1597
-  _globals['_FLUSHCACHERESPONSE']._serialized_end=1639
-  _globals['_GETDEPENDENCYHEALTHREQUEST']._serialized_start=1641
-  _globals['_GETDEPENDENCYHEALTHREQUEST']._serialized_end=1669
-  _globals['_DEPENDENCYHEALTH']._serialized_start=1671
-  _globals['_DEPENDENCYHEALTH']._serialized_end=1750
-  _globals['_DEPENDENCYCHECK']._serialized_start=1753
-  _globals['_DEPENDENCYCHECK']._serialized_end=1937
-  _globals['_ADMINSERVICE']._serialized_start=1940
-  _globals['_ADMINSERVICE']._serialized_end=2641
+  _globals['_DEADLETTER']._serialized_start=276
+  _globals['_DEADLETTER']._serialized_end=666
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=668
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=743
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=745
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=840
+  _globals['_RETRYDEADLETTERREQUEST']._serialized_start=842
+  _globals['_RETRYDEADLETTERREQUEST']._serialized_end=912
+  _globals['_DELETEDEADLETTERREQUEST']._serialized_start=914
+  _globals['_DELETEDEADLETTERREQUEST']._serialized_end=985
+  _globals['_GETRATELIMITSTATEREQUEST']._serialized_start=987
+  _globals['_GETRATELIMITSTATEREQUEST']._serialized_end=1032
+  _globals['_RATELIMITSTATE']._serialized_start=1035
+  _globals['_RATELIMITSTATE']._serialized_end=1210
+  _globals['_RATELIMITBUCKET']._serialized_start=1212
+  _globals['_RATELIMITBUCKET']._serialized_end=1303
+  _globals['_STRAVABUDGET']._serialized_start=1306
+  _globals['_STRAVABUDGET']._serialized_end=1721
+  _globals['_STRAVARATEWINDOW']._serialized_start=1723
+  _globals['_STRAVARATEWINDOW']._serialized_end=1819
+  _globals['_CIRCUITSTATE']._serialized_start=1822
+  _globals['_CIRCUITSTATE']._serialized_end=2122
+  _globals['_CIRCUITSTATE_STATE']._serialized_start=2037
+  _globals['_CIRCUITSTATE_STATE']._serialized_end=2122
+  _globals['_FLUSHCACHEREQUEST']._serialized_start=2124
+  _globals['_FLUSHCACHEREQUEST']._serialized_end=2165
+  _globals['_FLUSHCACHERESPONSE']._serialized_start=2167
+  _globals['_FLUSHCACHERESPONSE']._serialized_end=2209
+  _globals['_GETDEPENDENCYHEALTHREQUEST']._serialized_start=2211
+  _globals['_GETDEPENDENCYHEALTHREQUEST']._serialized_end=2239
+  _globals['_DEPENDENCYHEALTH']._serialized_start=2241
+  _globals['_DEPENDENCYHEALTH']._serialized_end=2320
+  _globals['_DEPENDENCYCHECK']._serialized_start=2323
+  _globals['_DEPENDENCYCHECK']._serialized_end=2507
+  _globals['_ADMINSERVICE']._serialized_start=2510
+  _globals['_ADMINSERVICE']._serialized_end=3211
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -24,7 +25,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class DeadLetter(_message.Message):
-    """A task that exhausted its retries."""
+    """A task that failed for good: it exhausted its retries or failed in a way no retry
+    fixes.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -34,15 +37,33 @@ class DeadLetter(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """`deadLetters/{dead_letter}`."""
     task: _builtins.str
+    """The task's name, such as `strava_sync`."""
     job: _builtins.str
-    """The job the task belonged to, `jobs/{job}`, if any."""
+    """The job the task belonged to, `athletes/{athlete}/jobs/{job}`, if any."""
     attempts: _builtins.int
+    request_id: _builtins.str
+    """The request id and trace id of the call that enqueued the task, to find its log lines."""
+    trace_id: _builtins.str
     @_builtins.property
-    def error(self) -> _status_pb2.Status: ...
+    def error(self) -> _status_pb2.Status:
+        """The last attempt's error."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the task was dead-lettered (its last attempt failed)."""
+
+    @_builtins.property
+    def arguments(self) -> _struct_pb2.Struct:
+        """The task's arguments as JSON, exactly as RetryDeadLetter enqueues them again (tasks
+        never carry secrets: tokens stay in the database).
+        """
+
     def __init__(
         self,
         *,
@@ -52,10 +73,13 @@ class DeadLetter(_message.Message):
         error: _status_pb2.Status | None = ...,
         attempts: _builtins.int = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        arguments: _struct_pb2.Struct | None = ...,
+        request_id: _builtins.str = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "error", b"error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "create_time", b"create_time", "error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "error", b"error", "job", b"job", "name", b"name", "task", b"task"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "attempts", b"attempts", "create_time", b"create_time", "error", b"error", "job", b"job", "name", b"name", "request_id", b"request_id", "task", b"task", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -68,6 +92,7 @@ class ListDeadLettersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """0 means the default (50); values above 1000 are coerced to 1000."""
     page_token: _builtins.str
     def __init__(
         self,
@@ -178,10 +203,14 @@ class RateLimitState(_message.Message):
     def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimitBucket]: ...
     @_builtins.property
     def strava(self) -> Global___StravaBudget:
-        """Strava 15-minute and daily usage against limits."""
+        """The Strava application's request budget; unset when no Strava application is
+        configured.
+        """
 
     @_builtins.property
-    def strava_circuit(self) -> Global___CircuitState: ...
+    def strava_circuit(self) -> Global___CircuitState:
+        """The breaker in front of Strava; unset when no Strava application is configured."""
+
     def __init__(
         self,
         *,
@@ -228,35 +257,81 @@ Global___RateLimitBucket: _TypeAlias = RateLimitBucket  # noqa: Y015
 
 @_typing.final
 class StravaBudget(_message.Message):
+    """The Strava application's rate limits as its latest responses reported them
+    (`X-RateLimit-*` for all requests, `X-ReadRateLimit-*` for reads), one budget shared
+    by every worker. 15-minute windows reset at :00, :15, :30 and :45, daily ones at
+    midnight UTC.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    SHORT_TERM_USAGE_FIELD_NUMBER: _builtins.int
-    SHORT_TERM_LIMIT_FIELD_NUMBER: _builtins.int
-    DAILY_USAGE_FIELD_NUMBER: _builtins.int
-    DAILY_LIMIT_FIELD_NUMBER: _builtins.int
-    SHORT_TERM_RESET_TIME_FIELD_NUMBER: _builtins.int
-    short_term_usage: _builtins.int
-    short_term_limit: _builtins.int
-    daily_usage: _builtins.int
-    daily_limit: _builtins.int
+    OVERALL_15_MINUTES_FIELD_NUMBER: _builtins.int
+    OVERALL_DAILY_FIELD_NUMBER: _builtins.int
+    READ_15_MINUTES_FIELD_NUMBER: _builtins.int
+    READ_DAILY_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    RESUME_TIME_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def short_term_reset_time(self) -> _timestamp_pb2.Timestamp: ...
+    def overall_15_minutes(self) -> Global___StravaRateWindow: ...
+    @_builtins.property
+    def overall_daily(self) -> Global___StravaRateWindow: ...
+    @_builtins.property
+    def read_15_minutes(self) -> Global___StravaRateWindow: ...
+    @_builtins.property
+    def read_daily(self) -> Global___StravaRateWindow: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When Strava last reported usage; unset before the first request."""
+
+    @_builtins.property
+    def resume_time(self) -> _timestamp_pb2.Timestamp:
+        """While a window is spent: when requests may start again (jobs WAITING until then)."""
+
     def __init__(
         self,
         *,
-        short_term_usage: _builtins.int = ...,
-        short_term_limit: _builtins.int = ...,
-        daily_usage: _builtins.int = ...,
-        daily_limit: _builtins.int = ...,
-        short_term_reset_time: _timestamp_pb2.Timestamp | None = ...,
+        overall_15_minutes: Global___StravaRateWindow | None = ...,
+        overall_daily: Global___StravaRateWindow | None = ...,
+        read_15_minutes: Global___StravaRateWindow | None = ...,
+        read_daily: Global___StravaRateWindow | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        resume_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["short_term_reset_time", b"short_term_reset_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overall_15_minutes", b"overall_15_minutes", "overall_daily", b"overall_daily", "read_15_minutes", b"read_15_minutes", "read_daily", b"read_daily", "resume_time", b"resume_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["daily_limit", b"daily_limit", "daily_usage", b"daily_usage", "short_term_limit", b"short_term_limit", "short_term_reset_time", b"short_term_reset_time", "short_term_usage", b"short_term_usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["overall_15_minutes", b"overall_15_minutes", "overall_daily", b"overall_daily", "read_15_minutes", b"read_15_minutes", "read_daily", b"read_daily", "resume_time", b"resume_time", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StravaBudget: _TypeAlias = StravaBudget  # noqa: Y015
+
+@_typing.final
+class StravaRateWindow(_message.Message):
+    """Usage of one Strava rate-limit window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USAGE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    RESET_TIME_FIELD_NUMBER: _builtins.int
+    usage: _builtins.int
+    limit: _builtins.int
+    @_builtins.property
+    def reset_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        usage: _builtins.int = ...,
+        limit: _builtins.int = ...,
+        reset_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reset_time", b"reset_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "reset_time", b"reset_time", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StravaRateWindow: _TypeAlias = StravaRateWindow  # noqa: Y015
 
 @_typing.final
 class CircuitState(_message.Message):
@@ -282,20 +357,30 @@ class CircuitState(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
     OPEN_UNTIL_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    LAST_FAILURE_TIME_FIELD_NUMBER: _builtins.int
     state: Global___CircuitState.State.ValueType
     consecutive_failures: _builtins.int
+    last_error: _builtins.str
+    """The latest failure, such as `HTTP 503` or `timeout`, and when it happened."""
     @_builtins.property
-    def open_until(self) -> _timestamp_pb2.Timestamp: ...
+    def open_until(self) -> _timestamp_pb2.Timestamp:
+        """While OPEN: when one trial request is let through (HALF_OPEN)."""
+
+    @_builtins.property
+    def last_failure_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
         state: Global___CircuitState.State.ValueType = ...,
         consecutive_failures: _builtins.int = ...,
         open_until: _timestamp_pb2.Timestamp | None = ...,
+        last_error: _builtins.str = ...,
+        last_failure_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["open_until", b"open_until"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_failure_time", b"last_failure_time", "open_until", b"open_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "open_until", b"open_until", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "last_error", b"last_error", "last_failure_time", b"last_failure_time", "open_until", b"open_until", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -73,26 +73,30 @@ class AdminServiceServicer:
     """
 
     def ListDeadLetters(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lists dead-lettered tasks, newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RetryDeadLetter(self, request, context):
-        """Enqueues a dead-lettered task again and removes it from the list.
+        """Enqueues a dead-lettered task again, with its arguments and a fresh set of retries,
+        and removes it from the list. A task that belonged to a job resumes it: the job goes
+        back to QUEUED and continues from its last checkpoint (watch it with WatchJob).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDeadLetter(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Drops a dead-lettered task for good (its job, if any, stays FAILED).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRateLimitState(self, request, context):
-        """Rate-limiter buckets and the Strava budget and circuit.
+        """Rate-limiter buckets, and the Strava budget and circuit shared by every worker.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,11 +35,16 @@ class AdminServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListDeadLettersRequest, _admin_pb2.ListDeadLettersResponse]
+    """Lists dead-lettered tasks, newest first."""
     RetryDeadLetter: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RetryDeadLetterRequest, _empty_pb2.Empty]
-    """Enqueues a dead-lettered task again and removes it from the list."""
+    """Enqueues a dead-lettered task again, with its arguments and a fresh set of retries,
+    and removes it from the list. A task that belonged to a job resumes it: the job goes
+    back to QUEUED and continues from its last checkpoint (watch it with WatchJob).
+    """
     DeleteDeadLetter: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteDeadLetterRequest, _empty_pb2.Empty]
+    """Drops a dead-lettered task for good (its job, if any, stays FAILED)."""
     GetRateLimitState: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetRateLimitStateRequest, _admin_pb2.RateLimitState]
-    """Rate-limiter buckets and the Strava budget and circuit."""
+    """Rate-limiter buckets, and the Strava budget and circuit shared by every worker."""
     FlushCache: _grpc.UnaryUnaryMultiCallable[_admin_pb2.FlushCacheRequest, _admin_pb2.FlushCacheResponse]
     GetDependencyHealth: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetDependencyHealthRequest, _admin_pb2.DependencyHealth]
     """Each dependency's last health check."""
@@ -50,11 +55,16 @@ class AdminServiceAsyncStub(AdminServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListDeadLettersRequest, _admin_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists dead-lettered tasks, newest first."""
     RetryDeadLetter: _aio.UnaryUnaryMultiCallable[_admin_pb2.RetryDeadLetterRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Enqueues a dead-lettered task again and removes it from the list."""
+    """Enqueues a dead-lettered task again, with its arguments and a fresh set of retries,
+    and removes it from the list. A task that belonged to a job resumes it: the job goes
+    back to QUEUED and continues from its last checkpoint (watch it with WatchJob).
+    """
     DeleteDeadLetter: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteDeadLetterRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Drops a dead-lettered task for good (its job, if any, stays FAILED)."""
     GetRateLimitState: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetRateLimitStateRequest, _admin_pb2.RateLimitState]  # type: ignore[assignment]
-    """Rate-limiter buckets and the Strava budget and circuit."""
+    """Rate-limiter buckets, and the Strava budget and circuit shared by every worker."""
     FlushCache: _aio.UnaryUnaryMultiCallable[_admin_pb2.FlushCacheRequest, _admin_pb2.FlushCacheResponse]  # type: ignore[assignment]
     GetDependencyHealth: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetDependencyHealthRequest, _admin_pb2.DependencyHealth]  # type: ignore[assignment]
     """Each dependency's last health check."""
@@ -67,7 +77,8 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _admin_pb2.ListDeadLettersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_admin_pb2.ListDeadLettersResponse, _abc.Awaitable[_admin_pb2.ListDeadLettersResponse]]: ...
+    ) -> _typing.Union[_admin_pb2.ListDeadLettersResponse, _abc.Awaitable[_admin_pb2.ListDeadLettersResponse]]:
+        """Lists dead-lettered tasks, newest first."""
 
     @_abc_1.abstractmethod
     def RetryDeadLetter(
@@ -75,14 +86,18 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.RetryDeadLetterRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Enqueues a dead-lettered task again and removes it from the list."""
+        """Enqueues a dead-lettered task again, with its arguments and a fresh set of retries,
+        and removes it from the list. A task that belonged to a job resumes it: the job goes
+        back to QUEUED and continues from its last checkpoint (watch it with WatchJob).
+        """
 
     @_abc_1.abstractmethod
     def DeleteDeadLetter(
         self,
         request: _admin_pb2.DeleteDeadLetterRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]: ...
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Drops a dead-lettered task for good (its job, if any, stays FAILED)."""
 
     @_abc_1.abstractmethod
     def GetRateLimitState(
@@ -90,7 +105,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.GetRateLimitStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.RateLimitState, _abc.Awaitable[_admin_pb2.RateLimitState]]:
-        """Rate-limiter buckets and the Strava budget and circuit."""
+        """Rate-limiter buckets, and the Strava budget and circuit shared by every worker."""
 
     @_abc_1.abstractmethod
     def FlushCache(

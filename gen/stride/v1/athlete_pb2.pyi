@@ -34,6 +34,10 @@ class _StravaConnectionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     STRAVA_CONNECTION_STATE_CONNECTED: _StravaConnectionState.ValueType  # 2
     STRAVA_CONNECTION_STATE_REVOKED: _StravaConnectionState.ValueType  # 3
     """Strava refused the stored token; the athlete must connect again."""
+    STRAVA_CONNECTION_STATE_CONNECTING: _StravaConnectionState.ValueType  # 4
+    """A ConnectStrava job is exchanging the code for tokens."""
+    STRAVA_CONNECTION_STATE_DISCONNECTING: _StravaConnectionState.ValueType  # 5
+    """A DisconnectStrava job is deauthorizing and deleting what came from Strava."""
 
 class StravaConnectionState(_StravaConnectionState, metaclass=_StravaConnectionStateEnumTypeWrapper):
     """State of an athlete's Strava link."""
@@ -43,6 +47,10 @@ STRAVA_CONNECTION_STATE_NOT_CONNECTED: StravaConnectionState.ValueType  # 1
 STRAVA_CONNECTION_STATE_CONNECTED: StravaConnectionState.ValueType  # 2
 STRAVA_CONNECTION_STATE_REVOKED: StravaConnectionState.ValueType  # 3
 """Strava refused the stored token; the athlete must connect again."""
+STRAVA_CONNECTION_STATE_CONNECTING: StravaConnectionState.ValueType  # 4
+"""A ConnectStrava job is exchanging the code for tokens."""
+STRAVA_CONNECTION_STATE_DISCONNECTING: StravaConnectionState.ValueType  # 5
+"""A DisconnectStrava job is deauthorizing and deleting what came from Strava."""
 Global___StravaConnectionState: _TypeAlias = StravaConnectionState  # noqa: Y015
 
 @_typing.final

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13stride/v1/job.proto\x12\tstride.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x82\x04\n\x03Job\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x15\n\x07\x61thlete\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x12.stride.v1.JobKindB\x04\xe2\x41\x01\x03\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x13.stride.v1.JobStateB\x04\xe2\x41\x01\x03\x12.\n\x08progress\x18\x05 \x01(\x0b\x32\x16.stride.v1.JobProgressB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0bresume_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13last_event_sequence\x18\x0b \x01(\x03\x42\x04\xe2\x41\x01\x03:*\xea\x41\'\n\x0estride.dev/Job\x12\njobs/{job}*\x04jobs2\x03job\"~\n\x0bJobProgress\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x03\x12\x0f\n\x07updated\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x0f\n\x07message\x18\x07 \x01(\t\"\xfb\x01\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.stride.v1.JobState\x12(\n\x08progress\x18\x04 \x01(\x0b\x32\x16.stride.v1.JobProgress\x12&\n\nitem_error\x18\x05 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0c\n\x04item\x18\x06 \x01(\t\x12/\n\x0bresume_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*o\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_KIND_STRAVA_SYNC\x10\x01\x12\x18\n\x14JOB_KIND_FILE_IMPORT\x10\x02\x12\x16\n\x12JOB_KIND_RECOMPUTE\x10\x03*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x15\n\x11JOB_STATE_WAITING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13stride/v1/job.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xfc\x05\n\x03Job\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x12.stride.v1.JobKindB\x04\xe2\x41\x01\x03\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x13.stride.v1.JobStateB\x04\xe2\x41\x01\x03\x12.\n\x08progress\x18\x05 \x01(\x0b\x32\x16.stride.v1.JobProgressB\x04\xe2\x41\x01\x03\x12\'\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0bresume_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13last_event_sequence\x18\x0b \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1e\n\x10\x63\x61ncel_requested\x18\x0c \x01(\x08\x42\x04\xe2\x41\x01\x03\x12*\n\x06result\x18\r \x01(\x0b\x32\x14.stride.v1.JobResultB\x04\xe2\x41\x01\x03\x12\x33\n\x0c\x66\x61iled_items\x18\x0e \x03(\x0b\x32\x17.stride.v1.JobItemErrorB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03:=\xea\x41:\n\x0estride.dev/Job\x12\x1d\x61thletes/{athlete}/jobs/{job}*\x04jobs2\x03jobJ\x04\x08\x02\x10\x03R\x07\x61thlete\"s\n\x0bJobProgress\x12\x12\n\x05total\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04\x64one\x18\x02 \x01(\x03\x12\x0f\n\x07message\x18\x07 \x01(\tB\x08\n\x06_totalJ\x04\x08\x03\x10\x07R\x07\x63reatedR\x07updatedR\x07skippedR\x06\x66\x61iled\"\x8b\x01\n\tJobResult\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x03\x12\x0f\n\x07updated\x18\x02 \x01(\x03\x12\x11\n\tunchanged\x18\x03 \x01(\x03\x12\x0f\n\x07\x64\x65leted\x18\x04 \x01(\x03\x12\x0f\n\x07skipped\x18\x05 \x01(\x03\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x03\x12\x17\n\x0fsamples_written\x18\x07 \x01(\x03\"?\n\x0cJobItemError\x12\x0c\n\x04item\x18\x01 \x01(\t\x12!\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xf1\x02\n\x08JobEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.stride.v1.JobState\x12(\n\x08progress\x18\x04 \x01(\x0b\x32\x16.stride.v1.JobProgress\x12&\n\nitem_error\x18\x05 \x01(\x0b\x32\x12.google.rpc.Status\x12\x0c\n\x04item\x18\x06 \x01(\t\x12/\n\x0bresume_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\theartbeat\x18\x08 \x01(\x08\x12\x18\n\x10\x63\x61ncel_requested\x18\t \x01(\x08\x12$\n\x06result\x18\n \x01(\x0b\x32\x14.stride.v1.JobResult\x12!\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x12.google.rpc.Status\"6\n\rGetJobRequest\x12%\n\x04name\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\n\x0estride.dev/Job\"\xc1\x01\n\x0fListJobsRequest\x12\'\n\x06parent\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\x12\x0estride.dev/Job\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12)\n\x06states\x18\x04 \x03(\x0e\x32\x13.stride.v1.JobStateB\x04\xe2\x41\x01\x01\x12\'\n\x05kinds\x18\x05 \x03(\x0e\x32\x12.stride.v1.JobKindB\x04\xe2\x41\x01\x01\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.stride.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x10\x43\x61ncelJobRequest\x12%\n\x04name\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\n\x0estride.dev/Job\"V\n\x0fWatchJobRequest\x12%\n\x04name\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\n\x0estride.dev/Job\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01*\xe8\x01\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_KIND_STRAVA_SYNC\x10\x01\x12\x18\n\x14JOB_KIND_FILE_IMPORT\x10\x02\x12\x16\n\x12JOB_KIND_RECOMPUTE\x10\x03\x12\x1b\n\x17JOB_KIND_STRAVA_CONNECT\x10\x04\x12\x1e\n\x1aJOB_KIND_STRAVA_DISCONNECT\x10\x05\x12\x1b\n\x17JOB_KIND_STRAVA_WEBHOOK\x10\x06\x12\x1d\n\x19JOB_KIND_STRAVA_RECONCILE\x10\x07*\xb1\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x15\n\x11JOB_STATE_WAITING\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x32\xa6\x03\n\nJobService\x12X\n\x06GetJob\x12\x18.stride.v1.GetJobRequest\x1a\x0e.stride.v1.Job\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=athletes/*/jobs/*}\x12i\n\x08ListJobs\x12\x1a.stride.v1.ListJobsRequest\x1a\x1b.stride.v1.ListJobsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=athletes/*}/jobs\x12h\n\tCancelJob\x12\x1b.stride.v1.CancelJobRequest\x1a\x0e.stride.v1.Job\".\x82\xd3\xe4\x93\x02(\"#/v1/{name=athletes/*/jobs/*}:cancel:\x01*\x12i\n\x08WatchJob\x12\x1a.stride.v1.WatchJobRequest\x1a\x13.stride.v1.JobEvent\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{name=athletes/*/jobs/*}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +38,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB'].fields_by_name['name']._loaded_options = None
   _globals['_JOB'].fields_by_name['name']._serialized_options = b'\342A\001\010'
-  _globals['_JOB'].fields_by_name['athlete']._loaded_options = None
-  _globals['_JOB'].fields_by_name['athlete']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['kind']._loaded_options = None
   _globals['_JOB'].fields_by_name['kind']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['state']._loaded_options = None
@@ -57,16 +56,68 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['last_event_sequence']._loaded_options = None
   _globals['_JOB'].fields_by_name['last_event_sequence']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['cancel_requested']._loaded_options = None
+  _globals['_JOB'].fields_by_name['cancel_requested']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['result']._loaded_options = None
+  _globals['_JOB'].fields_by_name['result']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['failed_items']._loaded_options = None
+  _globals['_JOB'].fields_by_name['failed_items']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['update_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['expire_time']._loaded_options = None
+  _globals['_JOB'].fields_by_name['expire_time']._serialized_options = b'\342A\001\003'
   _globals['_JOB']._loaded_options = None
-  _globals['_JOB']._serialized_options = b'\352A\'\n\016stride.dev/Job\022\njobs/{job}*\004jobs2\003job'
-  _globals['_JOBKIND']._serialized_start=1051
-  _globals['_JOBKIND']._serialized_end=1162
-  _globals['_JOBSTATE']._serialized_start=1165
-  _globals['_JOBSTATE']._serialized_end=1342
-  _globals['_JOB']._serialized_start=153
-  _globals['_JOB']._serialized_end=667
-  _globals['_JOBPROGRESS']._serialized_start=669
-  _globals['_JOBPROGRESS']._serialized_end=795
-  _globals['_JOBEVENT']._serialized_start=798
-  _globals['_JOBEVENT']._serialized_end=1049
+  _globals['_JOB']._serialized_options = b'\352A:\n\016stride.dev/Job\022\035athletes/{athlete}/jobs/{job}*\004jobs2\003job'
+  _globals['_GETJOBREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETJOBREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\020\n\016stride.dev/Job'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['parent']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['parent']._serialized_options = b'\342A\001\002\372A\020\022\016stride.dev/Job'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['states']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['states']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['kinds']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['kinds']._serialized_options = b'\342A\001\001'
+  _globals['_CANCELJOBREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_CANCELJOBREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\020\n\016stride.dev/Job'
+  _globals['_WATCHJOBREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_WATCHJOBREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\020\n\016stride.dev/Job'
+  _globals['_WATCHJOBREQUEST'].fields_by_name['after_sequence']._loaded_options = None
+  _globals['_WATCHJOBREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\001'
+  _globals['_JOBSERVICE'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/{name=athletes/*/jobs/*}'
+  _globals['_JOBSERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/{parent=athletes/*}/jobs'
+  _globals['_JOBSERVICE'].methods_by_name['CancelJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002(\"#/v1/{name=athletes/*/jobs/*}:cancel:\001*'
+  _globals['_JOBSERVICE'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002$\022\"/v1/{name=athletes/*/jobs/*}:watch'
+  _globals['_JOBKIND']._serialized_start=2120
+  _globals['_JOBKIND']._serialized_end=2352
+  _globals['_JOBSTATE']._serialized_start=2355
+  _globals['_JOBSTATE']._serialized_end=2532
+  _globals['_JOB']._serialized_start=183
+  _globals['_JOB']._serialized_end=947
+  _globals['_JOBPROGRESS']._serialized_start=949
+  _globals['_JOBPROGRESS']._serialized_end=1064
+  _globals['_JOBRESULT']._serialized_start=1067
+  _globals['_JOBRESULT']._serialized_end=1206
+  _globals['_JOBITEMERROR']._serialized_start=1208
+  _globals['_JOBITEMERROR']._serialized_end=1271
+  _globals['_JOBEVENT']._serialized_start=1274
+  _globals['_JOBEVENT']._serialized_end=1643
+  _globals['_GETJOBREQUEST']._serialized_start=1645
+  _globals['_GETJOBREQUEST']._serialized_end=1699
+  _globals['_LISTJOBSREQUEST']._serialized_start=1702
+  _globals['_LISTJOBSREQUEST']._serialized_end=1895
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1897
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1970
+  _globals['_CANCELJOBREQUEST']._serialized_start=1972
+  _globals['_CANCELJOBREQUEST']._serialized_end=2029
+  _globals['_WATCHJOBREQUEST']._serialized_start=2031
+  _globals['_WATCHJOBREQUEST']._serialized_end=2117
+  _globals['_JOBSERVICE']._serialized_start=2535
+  _globals['_JOBSERVICE']._serialized_end=2957
 # @@protoc_insertion_point(module_scope)

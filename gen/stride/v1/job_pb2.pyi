@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
@@ -27,15 +29,41 @@ class _JobKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobKind.Value
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_KIND_UNSPECIFIED: _JobKind.ValueType  # 0
     JOB_KIND_STRAVA_SYNC: _JobKind.ValueType  # 1
+    """Fetches activities from Strava (SyncService.StartSync, schedules)."""
     JOB_KIND_FILE_IMPORT: _JobKind.ValueType  # 2
+    """Imports uploaded activity files or a Strava bulk export (UploadActivityFile)."""
     JOB_KIND_RECOMPUTE: _JobKind.ValueType  # 3
+    """Recomputes derived figures of stored activities."""
+    JOB_KIND_STRAVA_CONNECT: _JobKind.ValueType  # 4
+    """Exchanges an authorization code for Strava tokens (SyncService.ConnectStrava)."""
+    JOB_KIND_STRAVA_DISCONNECT: _JobKind.ValueType  # 5
+    """Deauthorizes Stride at Strava and deletes what came from Strava
+    (SyncService.DisconnectStrava, or the athlete revoking access on Strava).
+    """
+    JOB_KIND_STRAVA_WEBHOOK: _JobKind.ValueType  # 6
+    """Applies Strava webhook events for the athlete (edits, deletions, new uploads)."""
+    JOB_KIND_STRAVA_RECONCILE: _JobKind.ValueType  # 7
+    """Compares the stored copy with Strava's list and removes what Strava deleted."""
 
 class JobKind(_JobKind, metaclass=_JobKindEnumTypeWrapper): ...
 
 JOB_KIND_UNSPECIFIED: JobKind.ValueType  # 0
 JOB_KIND_STRAVA_SYNC: JobKind.ValueType  # 1
+"""Fetches activities from Strava (SyncService.StartSync, schedules)."""
 JOB_KIND_FILE_IMPORT: JobKind.ValueType  # 2
+"""Imports uploaded activity files or a Strava bulk export (UploadActivityFile)."""
 JOB_KIND_RECOMPUTE: JobKind.ValueType  # 3
+"""Recomputes derived figures of stored activities."""
+JOB_KIND_STRAVA_CONNECT: JobKind.ValueType  # 4
+"""Exchanges an authorization code for Strava tokens (SyncService.ConnectStrava)."""
+JOB_KIND_STRAVA_DISCONNECT: JobKind.ValueType  # 5
+"""Deauthorizes Stride at Strava and deletes what came from Strava
+(SyncService.DisconnectStrava, or the athlete revoking access on Strava).
+"""
+JOB_KIND_STRAVA_WEBHOOK: JobKind.ValueType  # 6
+"""Applies Strava webhook events for the athlete (edits, deletions, new uploads)."""
+JOB_KIND_STRAVA_RECONCILE: JobKind.ValueType  # 7
+"""Compares the stored copy with Strava's list and removes what Strava deleted."""
 Global___JobKind: _TypeAlias = JobKind  # noqa: Y015
 
 class _JobState:
@@ -67,12 +95,13 @@ Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
-    """A unit of long-running work (a Strava sync, a file import, a recomputation)."""
+    """A unit of long-running work done for one athlete (a Strava sync, a file import, a
+    recomputation). Work that concerns no single athlete (sweeps, schedules) is not a job.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
-    ATHLETE_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     PROGRESS_FIELD_NUMBER: _builtins.int
@@ -82,13 +111,21 @@ class Job(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     LAST_EVENT_SEQUENCE_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FAILED_ITEMS_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    athlete: _builtins.str
-    """The athlete the job works for, `athletes/{athlete}`."""
+    """`athletes/{athlete}/jobs/{job}`."""
     kind: Global___JobKind.ValueType
     state: Global___JobState.ValueType
     last_event_sequence: _builtins.int
-    """Sequence number of the latest event; WatchJob resumes after any earlier one."""
+    """Sequence number of the latest event (0 before the first); WatchJob resumes after it."""
+    cancel_requested: _builtins.bool
+    """CancelJob was called. The job goes on until it notices (within 2 seconds), then
+    ends CANCELLED; one that finished first keeps its SUCCEEDED or FAILED.
+    """
     @_builtins.property
     def progress(self) -> Global___JobProgress: ...
     @_builtins.property
@@ -97,19 +134,44 @@ class Job(_message.Message):
 
     @_builtins.property
     def resume_time(self) -> _timestamp_pb2.Timestamp:
-        """When a paced job (rate-limited sync) will continue, while WAITING."""
+        """When a paced job (a rate-limited sync, a sync waiting for an open circuit to
+        close) will continue, while WAITING.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job first started running."""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job ended (SUCCEEDED, FAILED or CANCELLED)."""
+
+    @_builtins.property
+    def result(self) -> Global___JobResult:
+        """What the job has produced so far; final once the job has ended."""
+
+    @_builtins.property
+    def failed_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobItemError]:
+        """The first 100 items that failed without failing the job, in order (`result.failed`
+        counts them all).
+        """
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job last changed (any event)."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the job will be deleted, with its events: 30 days after it ended. Unset
+        until then.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
-        athlete: _builtins.str = ...,
         kind: Global___JobKind.ValueType = ...,
         state: Global___JobState.ValueType = ...,
         progress: Global___JobProgress | None = ...,
@@ -119,10 +181,15 @@ class Job(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         last_event_sequence: _builtins.int = ...,
+        cancel_requested: _builtins.bool = ...,
+        result: Global___JobResult | None = ...,
+        failed_items: _abc.Iterable[Global___JobItemError] | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "progress", b"progress", "resume_time", b"resume_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "progress", b"progress", "result", b"result", "resume_time", b"resume_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "kind", b"kind", "last_event_sequence", b"last_event_sequence", "name", b"name", "progress", b"progress", "resume_time", b"resume_time", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "failed_items", b"failed_items", "kind", b"kind", "last_event_sequence", b"last_event_sequence", "name", b"name", "progress", b"progress", "result", b"result", "resume_time", b"resume_time", "start_time", b"start_time", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -130,48 +197,123 @@ Global___Job: _TypeAlias = Job  # noqa: Y015
 
 @_typing.final
 class JobProgress(_message.Message):
-    """Counts of items a job has seen."""
+    """How far a job has got. Items are what the job works through: activities for a sync,
+    a reconcile or a recompute, files for an import (an archive's activity files).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TOTAL_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
-    CREATED_FIELD_NUMBER: _builtins.int
-    UPDATED_FIELD_NUMBER: _builtins.int
-    SKIPPED_FIELD_NUMBER: _builtins.int
-    FAILED_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     total: _builtins.int
-    """Items to process, when known (0 while unknown)."""
+    """Items to process; unset while unknown (a sync that has not finished listing what
+    Strava has), so 0 means "nothing to do", never "unknown".
+    """
     done: _builtins.int
-    created: _builtins.int
-    updated: _builtins.int
-    skipped: _builtins.int
-    failed: _builtins.int
+    """Items finished, whatever their outcome."""
     message: _builtins.str
-    """Human-readable description of the current step."""
+    """Human-readable description of the current step ("waiting for Strava's rate limit")."""
     def __init__(
         self,
         *,
-        total: _builtins.int = ...,
+        total: _builtins.int | None = ...,
         done: _builtins.int = ...,
-        created: _builtins.int = ...,
-        updated: _builtins.int = ...,
-        skipped: _builtins.int = ...,
-        failed: _builtins.int = ...,
         message: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_total", b"_total", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "done", b"done", "failed", b"failed", "message", b"message", "skipped", b"skipped", "total", b"total", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_total", b"_total", "done", b"done", "message", b"message", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__total: _TypeAlias = _typing.Literal["total"]  # noqa: Y015
+    _WhichOneofArgType__total: _TypeAlias = _typing.Literal["_total", b"_total"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__total) -> _WhichOneofReturnType__total | None: ...
 
 Global___JobProgress: _TypeAlias = JobProgress  # noqa: Y015
 
 @_typing.final
+class JobResult(_message.Message):
+    """What a job produced. Activities a sync or an import created are listed by
+    ActivityService.ListActivities with `source_job` set to the job's name, page by page,
+    however many there are.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    UPDATED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    SAMPLES_WRITTEN_FIELD_NUMBER: _builtins.int
+    created: _builtins.int
+    """Activities created."""
+    updated: _builtins.int
+    """Activities changed (an edit on Strava, a re-import with new data)."""
+    unchanged: _builtins.int
+    """Items already stored as they are (re-running a job changes nothing)."""
+    deleted: _builtins.int
+    """Activities deleted (deleted on Strava, a disconnect)."""
+    skipped: _builtins.int
+    """Items left out on purpose: unsupported files, duplicates of an activity stored from
+    another source.
+    """
+    failed: _builtins.int
+    """Items that failed without failing the job (see Job.failed_items)."""
+    samples_written: _builtins.int
+    """Activity samples written."""
+    def __init__(
+        self,
+        *,
+        created: _builtins.int = ...,
+        updated: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+        deleted: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        samples_written: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "deleted", b"deleted", "failed", b"failed", "samples_written", b"samples_written", "skipped", b"skipped", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobResult: _TypeAlias = JobResult  # noqa: Y015
+
+@_typing.final
+class JobItemError(_message.Message):
+    """An item that failed without failing its job (one bad file in an archive)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    item: _builtins.str
+    """The item: a file name inside the upload, a Strava activity id, an activity name."""
+    @_builtins.property
+    def error(self) -> _status_pb2.Status: ...
+    def __init__(
+        self,
+        *,
+        item: _builtins.str = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobItemError: _TypeAlias = JobItemError  # noqa: Y015
+
+@_typing.final
 class JobEvent(_message.Message):
-    """One step in a job's life, numbered from 1 without gaps."""
+    """One step in a job's life, as WatchJob streams it. Stored events are numbered from 1
+    without gaps per job, and carry the job's state, progress and result counts as they
+    were right after the step.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -182,10 +324,20 @@ class JobEvent(_message.Message):
     ITEM_ERROR_FIELD_NUMBER: _builtins.int
     ITEM_FIELD_NUMBER: _builtins.int
     RESUME_TIME_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     state: Global___JobState.ValueType
     item: _builtins.str
     """The item this event is about, such as an activity name or a file name."""
+    heartbeat: _builtins.bool
+    """A keep-alive, not a step: sent when nothing happened for 15 seconds, never stored.
+    It repeats the latest event's `sequence` (so resuming after it is safe) and carries
+    the job's current state, progress, result and resume time.
+    """
+    cancel_requested: _builtins.bool
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -195,7 +347,15 @@ class JobEvent(_message.Message):
         """Set when an item failed without failing the job (one bad file in an archive)."""
 
     @_builtins.property
-    def resume_time(self) -> _timestamp_pb2.Timestamp: ...
+    def resume_time(self) -> _timestamp_pb2.Timestamp:
+        """While WAITING: when the job continues."""
+
+    @_builtins.property
+    def result(self) -> Global___JobResult: ...
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """On the event that ends the job FAILED: why."""
+
     def __init__(
         self,
         *,
@@ -206,11 +366,141 @@ class JobEvent(_message.Message):
         item_error: _status_pb2.Status | None = ...,
         item: _builtins.str = ...,
         resume_time: _timestamp_pb2.Timestamp | None = ...,
+        heartbeat: _builtins.bool = ...,
+        cancel_requested: _builtins.bool = ...,
+        result: Global___JobResult | None = ...,
+        error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["item_error", b"item_error", "progress", b"progress", "resume_time", b"resume_time", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "item_error", b"item_error", "progress", b"progress", "result", b"result", "resume_time", b"resume_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item", "item_error", b"item_error", "progress", b"progress", "resume_time", b"resume_time", "sequence", b"sequence", "state", b"state", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "error", b"error", "heartbeat", b"heartbeat", "item", b"item", "item_error", b"item_error", "progress", b"progress", "result", b"result", "resume_time", b"resume_time", "sequence", b"sequence", "state", b"state", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class GetJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/jobs/{job}`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`athletes/{athlete}`, or `athletes/-` for every athlete's jobs (admin token only)."""
+    page_size: _builtins.int
+    """0 means the default (50); values above 1000 are coerced to 1000."""
+    page_token: _builtins.str
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___JobState.ValueType]:
+        """Only jobs in these states (QUEUED, RUNNING and WAITING: the active ones); all when
+        empty.
+        """
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___JobKind.ValueType]:
+        """Only jobs of these kinds; all when empty."""
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        states: _abc.Iterable[Global___JobState.ValueType] | None = ...,
+        kinds: _abc.Iterable[Global___JobKind.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    after_sequence: _builtins.int
+    """Stream the events after this sequence number; 0 streams every event."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        after_sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015

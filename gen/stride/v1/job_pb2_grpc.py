@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from stride.v1 import job_pb2 as stride_dot_v1_dot_job__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,254 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class JobServiceStub:
+    """Observes and cancels jobs: the long-running work (Strava syncs, file imports,
+    recomputations) that other services start and return at once.
+
+    Jobs are children of their athlete, so an athlete's token reaches that athlete's
+    jobs and no others (PERMISSION_DENIED whether or not the job exists). The operator
+    lists across athletes with the parent `athletes/-` (AIP-159; ListJobs only); athlete
+    tokens may not.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetJob = channel.unary_unary(
+                '/stride.v1.JobService/GetJob',
+                request_serializer=stride_dot_v1_dot_job__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/stride.v1.JobService/ListJobs',
+                request_serializer=stride_dot_v1_dot_job__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/stride.v1.JobService/CancelJob',
+                request_serializer=stride_dot_v1_dot_job__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/stride.v1.JobService/WatchJob',
+                request_serializer=stride_dot_v1_dot_job__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.JobEvent.FromString,
+                _registered_method=True)
+
+
+class JobServiceServicer:
+    """Observes and cancels jobs: the long-running work (Strava syncs, file imports,
+    recomputations) that other services start and return at once.
+
+    Jobs are children of their athlete, so an athlete's token reaches that athlete's
+    jobs and no others (PERMISSION_DENIED whether or not the job exists). The operator
+    lists across athletes with the parent `athletes/-` (AIP-159; ListJobs only); athlete
+    tokens may not.
+    """
+
+    def GetJob(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first (by `create_time`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Asks a job to stop and returns it with `cancel_requested` set. A QUEUED or WAITING
+        job ends CANCELLED at once; a RUNNING one notices within 2 seconds and ends
+        CANCELLED, keeping what it stored so far (see `result`). Cancelling a cancelled job
+        returns it unchanged; cancelling a job that SUCCEEDED or FAILED is
+        FAILED_PRECONDITION (reason JOB_ENDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a job's events: first the stored events after `after_sequence` (replay),
+        then live ones as they happen, without gaps or duplicates. The stream ends (OK) right
+        after the event that ends the job (SUCCEEDED, FAILED or CANCELLED).
+
+        Heartbeats: the first message is sent at once: a replayed event or, when there is
+        nothing to replay, a heartbeat carrying the job's current state (for a job that had
+        already ended, the stream's only message). Then, whenever 15 seconds pass without a
+        message, the server sends a heartbeat (`JobEvent.heartbeat`): a rate-limited sync may
+        wait up to 15 minutes between events, while proxies close idle streams much sooner
+        (Envoy after 5 minutes by default, many load balancers after 60 seconds).
+
+        Resuming: a client that loses the stream (UNAVAILABLE when a server restarts, a
+        dropped connection) calls again with the last sequence it received and misses
+        nothing. Ending the call stops watching; it does not cancel the job.
+
+        Retention: a job keeps every event while it has not ended, and for 7 days after
+        `end_time`; the job itself is kept until `expire_time` (30 days after it ended).
+        When events after `after_sequence` are no longer all stored, the call fails at once
+        with FAILED_PRECONDITION, reason JOB_EVENTS_EXPIRED, ErrorInfo metadata
+        `first_retained_sequence` (`last_event_sequence` + 1 when none are left) and
+        `last_event_sequence`: read the job with GetJob (its state, progress and result are
+        kept) and watch again after its `last_event_sequence`. A negative `after_sequence`,
+        or one beyond the job's last event, is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_JobServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=stride_dot_v1_dot_job__pb2.GetJobRequest.FromString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=stride_dot_v1_dot_job__pb2.ListJobsRequest.FromString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=stride_dot_v1_dot_job__pb2.CancelJobRequest.FromString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=stride_dot_v1_dot_job__pb2.WatchJobRequest.FromString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.JobEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'stride.v1.JobService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('stride.v1.JobService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class JobService:
+    """Observes and cancels jobs: the long-running work (Strava syncs, file imports,
+    recomputations) that other services start and return at once.
+
+    Jobs are children of their athlete, so an athlete's token reaches that athlete's
+    jobs and no others (PERMISSION_DENIED whether or not the job exists). The operator
+    lists across athletes with the parent `athletes/-` (AIP-159; ListJobs only); athlete
+    tokens may not.
+    """
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.v1.JobService/GetJob',
+            stride_dot_v1_dot_job__pb2.GetJobRequest.SerializeToString,
+            stride_dot_v1_dot_job__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.v1.JobService/ListJobs',
+            stride_dot_v1_dot_job__pb2.ListJobsRequest.SerializeToString,
+            stride_dot_v1_dot_job__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.v1.JobService/CancelJob',
+            stride_dot_v1_dot_job__pb2.CancelJobRequest.SerializeToString,
+            stride_dot_v1_dot_job__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/stride.v1.JobService/WatchJob',
+            stride_dot_v1_dot_job__pb2.WatchJobRequest.SerializeToString,
+            stride_dot_v1_dot_job__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -5,9 +5,16 @@ isort:skip_file
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from stride.v1 import job_pb2 as _job_pb2
 import abc as _abc_1
 import grpc as _grpc
+import sys
 import typing as _typing
+
+if sys.version_info >= (3, 11):
+    from typing import Self as _Self
+else:
+    from typing_extensions import Self as _Self
 
 _T = _typing.TypeVar("_T")
 
@@ -18,3 +25,172 @@ class _ServicerContext(_grpc.ServicerContext, _aio.ServicerContext):  # type: ig
 
 GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
+
+class JobServiceStub:
+    """Observes and cancels jobs: the long-running work (Strava syncs, file imports,
+    recomputations) that other services start and return at once.
+
+    Jobs are children of their athlete, so an athlete's token reaches that athlete's
+    jobs and no others (PERMISSION_DENIED whether or not the job exists). The operator
+    lists across athletes with the parent `athletes/-` (AIP-159; ListJobs only); athlete
+    tokens may not.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> JobServiceAsyncStub: ...
+    GetJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.GetJobRequest, _job_pb2.Job]
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]
+    """Lists jobs, newest first (by `create_time`)."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_job_pb2.CancelJobRequest, _job_pb2.Job]
+    """Asks a job to stop and returns it with `cancel_requested` set. A QUEUED or WAITING
+    job ends CANCELLED at once; a RUNNING one notices within 2 seconds and ends
+    CANCELLED, keeping what it stored so far (see `result`). Cancelling a cancelled job
+    returns it unchanged; cancelling a job that SUCCEEDED or FAILED is
+    FAILED_PRECONDITION (reason JOB_ENDED).
+    """
+    WatchJob: _grpc.UnaryStreamMultiCallable[_job_pb2.WatchJobRequest, _job_pb2.JobEvent]
+    """Streams a job's events: first the stored events after `after_sequence` (replay),
+    then live ones as they happen, without gaps or duplicates. The stream ends (OK) right
+    after the event that ends the job (SUCCEEDED, FAILED or CANCELLED).
+
+    Heartbeats: the first message is sent at once: a replayed event or, when there is
+    nothing to replay, a heartbeat carrying the job's current state (for a job that had
+    already ended, the stream's only message). Then, whenever 15 seconds pass without a
+    message, the server sends a heartbeat (`JobEvent.heartbeat`): a rate-limited sync may
+    wait up to 15 minutes between events, while proxies close idle streams much sooner
+    (Envoy after 5 minutes by default, many load balancers after 60 seconds).
+
+    Resuming: a client that loses the stream (UNAVAILABLE when a server restarts, a
+    dropped connection) calls again with the last sequence it received and misses
+    nothing. Ending the call stops watching; it does not cancel the job.
+
+    Retention: a job keeps every event while it has not ended, and for 7 days after
+    `end_time`; the job itself is kept until `expire_time` (30 days after it ended).
+    When events after `after_sequence` are no longer all stored, the call fails at once
+    with FAILED_PRECONDITION, reason JOB_EVENTS_EXPIRED, ErrorInfo metadata
+    `first_retained_sequence` (`last_event_sequence` + 1 when none are left) and
+    `last_event_sequence`: read the job with GetJob (its state, progress and result are
+    kept) and watch again after its `last_event_sequence`. A negative `after_sequence`,
+    or one beyond the job's last event, is INVALID_ARGUMENT.
+    """
+
+@_typing.type_check_only
+class JobServiceAsyncStub(JobServiceStub):
+    """Observes and cancels jobs: the long-running work (Strava syncs, file imports,
+    recomputations) that other services start and return at once.
+
+    Jobs are children of their athlete, so an athlete's token reaches that athlete's
+    jobs and no others (PERMISSION_DENIED whether or not the job exists). The operator
+    lists across athletes with the parent `athletes/-` (AIP-159; ListJobs only); athlete
+    tokens may not.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    GetJob: _aio.UnaryUnaryMultiCallable[_job_pb2.GetJobRequest, _job_pb2.Job]  # type: ignore[assignment]
+    ListJobs: _aio.UnaryUnaryMultiCallable[_job_pb2.ListJobsRequest, _job_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """Lists jobs, newest first (by `create_time`)."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_job_pb2.CancelJobRequest, _job_pb2.Job]  # type: ignore[assignment]
+    """Asks a job to stop and returns it with `cancel_requested` set. A QUEUED or WAITING
+    job ends CANCELLED at once; a RUNNING one notices within 2 seconds and ends
+    CANCELLED, keeping what it stored so far (see `result`). Cancelling a cancelled job
+    returns it unchanged; cancelling a job that SUCCEEDED or FAILED is
+    FAILED_PRECONDITION (reason JOB_ENDED).
+    """
+    WatchJob: _aio.UnaryStreamMultiCallable[_job_pb2.WatchJobRequest, _job_pb2.JobEvent]  # type: ignore[assignment]
+    """Streams a job's events: first the stored events after `after_sequence` (replay),
+    then live ones as they happen, without gaps or duplicates. The stream ends (OK) right
+    after the event that ends the job (SUCCEEDED, FAILED or CANCELLED).
+
+    Heartbeats: the first message is sent at once: a replayed event or, when there is
+    nothing to replay, a heartbeat carrying the job's current state (for a job that had
+    already ended, the stream's only message). Then, whenever 15 seconds pass without a
+    message, the server sends a heartbeat (`JobEvent.heartbeat`): a rate-limited sync may
+    wait up to 15 minutes between events, while proxies close idle streams much sooner
+    (Envoy after 5 minutes by default, many load balancers after 60 seconds).
+
+    Resuming: a client that loses the stream (UNAVAILABLE when a server restarts, a
+    dropped connection) calls again with the last sequence it received and misses
+    nothing. Ending the call stops watching; it does not cancel the job.
+
+    Retention: a job keeps every event while it has not ended, and for 7 days after
+    `end_time`; the job itself is kept until `expire_time` (30 days after it ended).
+    When events after `after_sequence` are no longer all stored, the call fails at once
+    with FAILED_PRECONDITION, reason JOB_EVENTS_EXPIRED, ErrorInfo metadata
+    `first_retained_sequence` (`last_event_sequence` + 1 when none are left) and
+    `last_event_sequence`: read the job with GetJob (its state, progress and result are
+    kept) and watch again after its `last_event_sequence`. A negative `after_sequence`,
+    or one beyond the job's last event, is INVALID_ARGUMENT.
+    """
+
+class JobServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Observes and cancels jobs: the long-running work (Strava syncs, file imports,
+    recomputations) that other services start and return at once.
+
+    Jobs are children of their athlete, so an athlete's token reaches that athlete's
+    jobs and no others (PERMISSION_DENIED whether or not the job exists). The operator
+    lists across athletes with the parent `athletes/-` (AIP-159; ListJobs only); athlete
+    tokens may not.
+    """
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _job_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _job_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_pb2.ListJobsResponse, _abc.Awaitable[_job_pb2.ListJobsResponse]]:
+        """Lists jobs, newest first (by `create_time`)."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _job_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
+        """Asks a job to stop and returns it with `cancel_requested` set. A QUEUED or WAITING
+        job ends CANCELLED at once; a RUNNING one notices within 2 seconds and ends
+        CANCELLED, keeping what it stored so far (see `result`). Cancelling a cancelled job
+        returns it unchanged; cancelling a job that SUCCEEDED or FAILED is
+        FAILED_PRECONDITION (reason JOB_ENDED).
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _job_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_pb2.JobEvent], _abc.AsyncIterator[_job_pb2.JobEvent]]:
+        """Streams a job's events: first the stored events after `after_sequence` (replay),
+        then live ones as they happen, without gaps or duplicates. The stream ends (OK) right
+        after the event that ends the job (SUCCEEDED, FAILED or CANCELLED).
+
+        Heartbeats: the first message is sent at once: a replayed event or, when there is
+        nothing to replay, a heartbeat carrying the job's current state (for a job that had
+        already ended, the stream's only message). Then, whenever 15 seconds pass without a
+        message, the server sends a heartbeat (`JobEvent.heartbeat`): a rate-limited sync may
+        wait up to 15 minutes between events, while proxies close idle streams much sooner
+        (Envoy after 5 minutes by default, many load balancers after 60 seconds).
+
+        Resuming: a client that loses the stream (UNAVAILABLE when a server restarts, a
+        dropped connection) calls again with the last sequence it received and misses
+        nothing. Ending the call stops watching; it does not cancel the job.
+
+        Retention: a job keeps every event while it has not ended, and for 7 days after
+        `end_time`; the job itself is kept until `expire_time` (30 days after it ended).
+        When events after `after_sequence` are no longer all stored, the call fails at once
+        with FAILED_PRECONDITION, reason JOB_EVENTS_EXPIRED, ErrorInfo metadata
+        `first_retained_sequence` (`last_event_sequence` + 1 when none are left) and
+        `last_event_sequence`: read the job with GetJob (its state, progress and result are
+        kept) and watch again after its `last_event_sequence`. A negative `after_sequence`,
+        or one beyond the job's last event, is INVALID_ARGUMENT.
+        """
+
+def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

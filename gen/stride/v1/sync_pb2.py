@@ -27,19 +27,21 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from stride.v1 import athlete_pb2 as stride_dot_v1_dot_athlete__pb2
 from stride.v1 import job_pb2 as stride_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14stride/v1/sync.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13stride/v1/job.proto\"\xda\x01\n\x10StravaConnection\x12\x15\n\x07\x61thlete\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1f\n\x11strava_athlete_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0egranted_scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63onnect_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_sync_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"l\n GetStravaAuthorizationUrlRequest\x12,\n\x07\x61thlete\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x1a\n\x0credirect_uri\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"?\n!GetStravaAuthorizationUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"\x82\x01\n\x14\x43onnectStravaRequest\x12,\n\x07\x61thlete\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05scope\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05state\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"G\n\x17\x44isconnectStravaRequest\x12,\n\x07\x61thlete\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\"\x9f\x01\n\x10StartSyncRequest\x12,\n\x07\x61thlete\x18\x01 \x01(\tB\x1b\xe2\x41\x01\x02\xfa\x41\x14\n\x12stride.dev/Athlete\x12/\n\x05\x61\x66ter\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x66ull\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"6\n\rGetJobRequest\x12%\n\x04name\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\n\x0estride.dev/Job\"[\n\x0fListJobsRequest\x12\x15\n\x07\x61thlete\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\"I\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.stride.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"9\n\x10\x43\x61ncelJobRequest\x12%\n\x04name\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\n\x0estride.dev/Job\"V\n\x0fWatchJobRequest\x12%\n\x04name\x18\x01 \x01(\tB\x17\xe2\x41\x01\x02\xfa\x41\x10\n\x0estride.dev/Job\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\"C\n\nWebhookHub\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x11\n\tchallenge\x18\x02 \x01(\t\x12\x14\n\x0cverify_token\x18\x03 \x01(\t\"F\n\x1aVerifyStravaWebhookRequest\x12(\n\x03hub\x18\x01 \x01(\x0b\x32\x15.stride.v1.WebhookHubB\x04\xe2\x41\x01\x02\"\xfd\x01\n\x12StravaWebhookEvent\x12\x13\n\x0bobject_type\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\x03\x12\x13\n\x0b\x61spect_type\x18\x03 \x01(\t\x12;\n\x07updates\x18\x04 \x03(\x0b\x32*.stride.v1.StravaWebhookEvent.UpdatesEntry\x12\x10\n\x08owner_id\x18\x05 \x01(\x03\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\x03\x12\x12\n\nevent_time\x18\x07 \x01(\x03\x1a.\n\x0cUpdatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x1fHandleStravaWebhookEventRequest\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.stride.v1.StravaWebhookEventB\x04\xe2\x41\x01\x02\x32\x86\t\n\x0bSyncService\x12\xaf\x01\n\x19GetStravaAuthorizationUrl\x12+.stride.v1.GetStravaAuthorizationUrlRequest\x1a,.stride.v1.GetStravaAuthorizationUrlResponse\"7\x82\xd3\xe4\x93\x02\x31\x12//v1/{athlete=athletes/*}:stravaAuthorizationUrl\x12\x80\x01\n\rConnectStrava\x12\x1f.stride.v1.ConnectStravaRequest\x1a\x1b.stride.v1.StravaConnection\"1\x82\xd3\xe4\x93\x02+\"&/v1/{athlete=athletes/*}:connectStrava:\x01*\x12\x84\x01\n\x10\x44isconnectStrava\x12\".stride.v1.DisconnectStravaRequest\x1a\x16.google.protobuf.Empty\"4\x82\xd3\xe4\x93\x02.\")/v1/{athlete=athletes/*}:disconnectStrava:\x01*\x12\x62\n\tStartSync\x12\x1b.stride.v1.StartSyncRequest\x1a\x0e.stride.v1.Job\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{athlete=athletes/*}:sync:\x01*\x12M\n\x06GetJob\x12\x18.stride.v1.GetJobRequest\x1a\x0e.stride.v1.Job\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/{name=jobs/*}\x12U\n\x08ListJobs\x12\x1a.stride.v1.ListJobsRequest\x1a\x1b.stride.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12]\n\tCancelJob\x12\x1b.stride.v1.CancelJobRequest\x1a\x0e.stride.v1.Job\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/{name=jobs/*}:cancel:\x01*\x12^\n\x08WatchJob\x12\x1a.stride.v1.WatchJobRequest\x1a\x13.stride.v1.JobEvent\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/{name=jobs/*}:watch0\x01\x12n\n\x13VerifyStravaWebhook\x12%.stride.v1.VerifyStravaWebhookRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/strava/webhook\x12\x81\x01\n\x18HandleStravaWebhookEvent\x12*.stride.v1.HandleStravaWebhookEventRequest\x1a\x16.google.protobuf.Empty\"!\x82\xd3\xe4\x93\x02\x1b\"\x12/v1/strava/webhook:\x05\x65ventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14stride/v1/sync.proto\x12\tstride.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17stride/v1/athlete.proto\x1a\x13stride/v1/job.proto\"\xfa\x02\n\x10StravaConnection\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1f\n\x11strava_athlete_id\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0egranted_scopes\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63onnect_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0elast_sync_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x05state\x18\x06 \x01(\x0e\x32 .stride.v1.StravaConnectionStateB\x04\xe2\x41\x01\x03:j\xea\x41g\n\x1bstride.dev/StravaConnection\x12#athletes/{athlete}/stravaConnection*\x11stravaConnections2\x10stravaConnection\"P\n\x1aGetStravaConnectionRequest\x12\x32\n\x04name\x18\x01 \x01(\tB$\xe2\x41\x01\x02\xfa\x41\x1d\n\x1bstride.dev/StravaConnection\"r\n GetStravaAuthorizationUrlRequest\x12\x32\n\x04name\x18\x01 \x01(\tB$\xe2\x41\x01\x02\xfa\x41\x1d\n\x1bstride.dev/StravaConnection\x12\x1a\n\x0credirect_uri\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"?\n!GetStravaAuthorizationUrlResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"\xa2\x01\n\x14\x43onnectStravaRequest\x12\x32\n\x04name\x18\x01 \x01(\tB$\xe2\x41\x01\x02\xfa\x41\x1d\n\x1bstride.dev/StravaConnection\x12\x12\n\x04\x63ode\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05scope\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x13\n\x05state\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01\"g\n\x17\x44isconnectStravaRequest\x12\x32\n\x04name\x18\x01 \x01(\tB$\xe2\x41\x01\x02\xfa\x41\x1d\n\x1bstride.dev/StravaConnection\x12\x18\n\nrequest_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\xa5\x01\n\x10StartSyncRequest\x12\x32\n\x04name\x18\x01 \x01(\tB$\xe2\x41\x01\x02\xfa\x41\x1d\n\x1bstride.dev/StravaConnection\x12/\n\x05\x61\x66ter\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x12\n\x04\x66ull\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\"C\n\nWebhookHub\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x11\n\tchallenge\x18\x02 \x01(\t\x12\x14\n\x0cverify_token\x18\x03 \x01(\t\"F\n\x1aVerifyStravaWebhookRequest\x12(\n\x03hub\x18\x01 \x01(\x0b\x32\x15.stride.v1.WebhookHubB\x04\xe2\x41\x01\x02\"\xba\x01\n\x12StravaWebhookEvent\x12\x13\n\x0bobject_type\x18\x01 \x01(\t\x12\x11\n\tobject_id\x18\x02 \x01(\x03\x12\x13\n\x0b\x61spect_type\x18\x03 \x01(\t\x12(\n\x07updates\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08owner_id\x18\x05 \x01(\x03\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\x03\x12\x12\n\nevent_time\x18\x07 \x01(\x03\"U\n\x1fHandleStravaWebhookEventRequest\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1d.stride.v1.StravaWebhookEventB\x04\xe2\x41\x01\x02\x32\xbd\x07\n\x0bSyncService\x12\x89\x01\n\x13GetStravaConnection\x12%.stride.v1.GetStravaConnectionRequest\x1a\x1b.stride.v1.StravaConnection\".\x82\xd3\xe4\x93\x02(\x12&/v1/{name=athletes/*/stravaConnection}\x12\xb7\x01\n\x19GetStravaAuthorizationUrl\x12+.stride.v1.GetStravaAuthorizationUrlRequest\x1a,.stride.v1.GetStravaAuthorizationUrlResponse\"?\x82\xd3\xe4\x93\x02\x39\x12\x37/v1/{name=athletes/*/stravaConnection}:authorizationUrl\x12{\n\rConnectStrava\x12\x1f.stride.v1.ConnectStravaRequest\x1a\x0e.stride.v1.Job\"9\x82\xd3\xe4\x93\x02\x33\"./v1/{name=athletes/*/stravaConnection}:connect:\x01*\x12\x84\x01\n\x10\x44isconnectStrava\x12\".stride.v1.DisconnectStravaRequest\x1a\x0e.stride.v1.Job\"<\x82\xd3\xe4\x93\x02\x36\"1/v1/{name=athletes/*/stravaConnection}:disconnect:\x01*\x12p\n\tStartSync\x12\x1b.stride.v1.StartSyncRequest\x1a\x0e.stride.v1.Job\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=athletes/*/stravaConnection}:sync:\x01*\x12n\n\x13VerifyStravaWebhook\x12%.stride.v1.VerifyStravaWebhookRequest\x1a\x14.google.api.HttpBody\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/strava/webhook\x12\x81\x01\n\x18HandleStravaWebhookEvent\x12*.stride.v1.HandleStravaWebhookEventRequest\x1a\x16.google.protobuf.Empty\"!\x82\xd3\xe4\x93\x02\x1b\"\x12/v1/strava/webhook:\x05\x65ventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stride.v1.sync_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STRAVACONNECTION'].fields_by_name['athlete']._loaded_options = None
-  _globals['_STRAVACONNECTION'].fields_by_name['athlete']._serialized_options = b'\342A\001\003'
+  _globals['_STRAVACONNECTION'].fields_by_name['name']._loaded_options = None
+  _globals['_STRAVACONNECTION'].fields_by_name['name']._serialized_options = b'\342A\001\010'
   _globals['_STRAVACONNECTION'].fields_by_name['strava_athlete_id']._loaded_options = None
   _globals['_STRAVACONNECTION'].fields_by_name['strava_athlete_id']._serialized_options = b'\342A\001\003'
   _globals['_STRAVACONNECTION'].fields_by_name['granted_scopes']._loaded_options = None
@@ -48,100 +50,78 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STRAVACONNECTION'].fields_by_name['connect_time']._serialized_options = b'\342A\001\003'
   _globals['_STRAVACONNECTION'].fields_by_name['last_sync_time']._loaded_options = None
   _globals['_STRAVACONNECTION'].fields_by_name['last_sync_time']._serialized_options = b'\342A\001\003'
-  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST'].fields_by_name['athlete']._loaded_options = None
-  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST'].fields_by_name['athlete']._serialized_options = b'\342A\001\002\372A\024\n\022stride.dev/Athlete'
+  _globals['_STRAVACONNECTION'].fields_by_name['state']._loaded_options = None
+  _globals['_STRAVACONNECTION'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_STRAVACONNECTION']._loaded_options = None
+  _globals['_STRAVACONNECTION']._serialized_options = b'\352Ag\n\033stride.dev/StravaConnection\022#athletes/{athlete}/stravaConnection*\021stravaConnections2\020stravaConnection'
+  _globals['_GETSTRAVACONNECTIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETSTRAVACONNECTIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\035\n\033stride.dev/StravaConnection'
+  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\035\n\033stride.dev/StravaConnection'
   _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST'].fields_by_name['redirect_uri']._loaded_options = None
   _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST'].fields_by_name['redirect_uri']._serialized_options = b'\342A\001\001'
-  _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['athlete']._loaded_options = None
-  _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['athlete']._serialized_options = b'\342A\001\002\372A\024\n\022stride.dev/Athlete'
+  _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\035\n\033stride.dev/StravaConnection'
   _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['code']._loaded_options = None
   _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
   _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['scope']._loaded_options = None
   _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['scope']._serialized_options = b'\342A\001\001'
   _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['state']._loaded_options = None
   _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['state']._serialized_options = b'\342A\001\001'
-  _globals['_DISCONNECTSTRAVAREQUEST'].fields_by_name['athlete']._loaded_options = None
-  _globals['_DISCONNECTSTRAVAREQUEST'].fields_by_name['athlete']._serialized_options = b'\342A\001\002\372A\024\n\022stride.dev/Athlete'
-  _globals['_STARTSYNCREQUEST'].fields_by_name['athlete']._loaded_options = None
-  _globals['_STARTSYNCREQUEST'].fields_by_name['athlete']._serialized_options = b'\342A\001\002\372A\024\n\022stride.dev/Athlete'
+  _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_CONNECTSTRAVAREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_DISCONNECTSTRAVAREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DISCONNECTSTRAVAREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\035\n\033stride.dev/StravaConnection'
+  _globals['_DISCONNECTSTRAVAREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_DISCONNECTSTRAVAREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
+  _globals['_STARTSYNCREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_STARTSYNCREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\035\n\033stride.dev/StravaConnection'
   _globals['_STARTSYNCREQUEST'].fields_by_name['after']._loaded_options = None
   _globals['_STARTSYNCREQUEST'].fields_by_name['after']._serialized_options = b'\342A\001\001'
   _globals['_STARTSYNCREQUEST'].fields_by_name['full']._loaded_options = None
   _globals['_STARTSYNCREQUEST'].fields_by_name['full']._serialized_options = b'\342A\001\001'
   _globals['_STARTSYNCREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_STARTSYNCREQUEST'].fields_by_name['request_id']._serialized_options = b'\342A\001\001'
-  _globals['_GETJOBREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_GETJOBREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\020\n\016stride.dev/Job'
-  _globals['_LISTJOBSREQUEST'].fields_by_name['athlete']._loaded_options = None
-  _globals['_LISTJOBSREQUEST'].fields_by_name['athlete']._serialized_options = b'\342A\001\001'
-  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._loaded_options = None
-  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
-  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._loaded_options = None
-  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
-  _globals['_CANCELJOBREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_CANCELJOBREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\020\n\016stride.dev/Job'
-  _globals['_WATCHJOBREQUEST'].fields_by_name['name']._loaded_options = None
-  _globals['_WATCHJOBREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\020\n\016stride.dev/Job'
-  _globals['_WATCHJOBREQUEST'].fields_by_name['after_sequence']._loaded_options = None
-  _globals['_WATCHJOBREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\001'
   _globals['_VERIFYSTRAVAWEBHOOKREQUEST'].fields_by_name['hub']._loaded_options = None
   _globals['_VERIFYSTRAVAWEBHOOKREQUEST'].fields_by_name['hub']._serialized_options = b'\342A\001\002'
-  _globals['_STRAVAWEBHOOKEVENT_UPDATESENTRY']._loaded_options = None
-  _globals['_STRAVAWEBHOOKEVENT_UPDATESENTRY']._serialized_options = b'8\001'
   _globals['_HANDLESTRAVAWEBHOOKEVENTREQUEST'].fields_by_name['event']._loaded_options = None
   _globals['_HANDLESTRAVAWEBHOOKEVENTREQUEST'].fields_by_name['event']._serialized_options = b'\342A\001\002'
+  _globals['_SYNCSERVICE'].methods_by_name['GetStravaConnection']._loaded_options = None
+  _globals['_SYNCSERVICE'].methods_by_name['GetStravaConnection']._serialized_options = b'\202\323\344\223\002(\022&/v1/{name=athletes/*/stravaConnection}'
   _globals['_SYNCSERVICE'].methods_by_name['GetStravaAuthorizationUrl']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['GetStravaAuthorizationUrl']._serialized_options = b'\202\323\344\223\0021\022//v1/{athlete=athletes/*}:stravaAuthorizationUrl'
+  _globals['_SYNCSERVICE'].methods_by_name['GetStravaAuthorizationUrl']._serialized_options = b'\202\323\344\223\0029\0227/v1/{name=athletes/*/stravaConnection}:authorizationUrl'
   _globals['_SYNCSERVICE'].methods_by_name['ConnectStrava']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['ConnectStrava']._serialized_options = b'\202\323\344\223\002+\"&/v1/{athlete=athletes/*}:connectStrava:\001*'
+  _globals['_SYNCSERVICE'].methods_by_name['ConnectStrava']._serialized_options = b'\202\323\344\223\0023\"./v1/{name=athletes/*/stravaConnection}:connect:\001*'
   _globals['_SYNCSERVICE'].methods_by_name['DisconnectStrava']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['DisconnectStrava']._serialized_options = b'\202\323\344\223\002.\")/v1/{athlete=athletes/*}:disconnectStrava:\001*'
+  _globals['_SYNCSERVICE'].methods_by_name['DisconnectStrava']._serialized_options = b'\202\323\344\223\0026\"1/v1/{name=athletes/*/stravaConnection}:disconnect:\001*'
   _globals['_SYNCSERVICE'].methods_by_name['StartSync']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['StartSync']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/{athlete=athletes/*}:sync:\001*'
-  _globals['_SYNCSERVICE'].methods_by_name['GetJob']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/{name=jobs/*}'
-  _globals['_SYNCSERVICE'].methods_by_name['ListJobs']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/jobs'
-  _globals['_SYNCSERVICE'].methods_by_name['CancelJob']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/{name=jobs/*}:cancel:\001*'
-  _globals['_SYNCSERVICE'].methods_by_name['WatchJob']._loaded_options = None
-  _globals['_SYNCSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/{name=jobs/*}:watch'
+  _globals['_SYNCSERVICE'].methods_by_name['StartSync']._serialized_options = b'\202\323\344\223\0020\"+/v1/{name=athletes/*/stravaConnection}:sync:\001*'
   _globals['_SYNCSERVICE'].methods_by_name['VerifyStravaWebhook']._loaded_options = None
   _globals['_SYNCSERVICE'].methods_by_name['VerifyStravaWebhook']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/strava/webhook'
   _globals['_SYNCSERVICE'].methods_by_name['HandleStravaWebhookEvent']._loaded_options = None
   _globals['_SYNCSERVICE'].methods_by_name['HandleStravaWebhookEvent']._serialized_options = b'\202\323\344\223\002\033\"\022/v1/strava/webhook:\005event'
-  _globals['_STRAVACONNECTION']._serialized_start=236
-  _globals['_STRAVACONNECTION']._serialized_end=454
-  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST']._serialized_start=456
-  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST']._serialized_end=564
-  _globals['_GETSTRAVAAUTHORIZATIONURLRESPONSE']._serialized_start=566
-  _globals['_GETSTRAVAAUTHORIZATIONURLRESPONSE']._serialized_end=629
-  _globals['_CONNECTSTRAVAREQUEST']._serialized_start=632
-  _globals['_CONNECTSTRAVAREQUEST']._serialized_end=762
-  _globals['_DISCONNECTSTRAVAREQUEST']._serialized_start=764
-  _globals['_DISCONNECTSTRAVAREQUEST']._serialized_end=835
-  _globals['_STARTSYNCREQUEST']._serialized_start=838
-  _globals['_STARTSYNCREQUEST']._serialized_end=997
-  _globals['_GETJOBREQUEST']._serialized_start=999
-  _globals['_GETJOBREQUEST']._serialized_end=1053
-  _globals['_LISTJOBSREQUEST']._serialized_start=1055
-  _globals['_LISTJOBSREQUEST']._serialized_end=1146
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1148
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1221
-  _globals['_CANCELJOBREQUEST']._serialized_start=1223
-  _globals['_CANCELJOBREQUEST']._serialized_end=1280
-  _globals['_WATCHJOBREQUEST']._serialized_start=1282
-  _globals['_WATCHJOBREQUEST']._serialized_end=1368
-  _globals['_WEBHOOKHUB']._serialized_start=1370
-  _globals['_WEBHOOKHUB']._serialized_end=1437
-  _globals['_VERIFYSTRAVAWEBHOOKREQUEST']._serialized_start=1439
-  _globals['_VERIFYSTRAVAWEBHOOKREQUEST']._serialized_end=1509
-  _globals['_STRAVAWEBHOOKEVENT']._serialized_start=1512
-  _globals['_STRAVAWEBHOOKEVENT']._serialized_end=1765
-  _globals['_STRAVAWEBHOOKEVENT_UPDATESENTRY']._serialized_start=1719
-  _globals['_STRAVAWEBHOOKEVENT_UPDATESENTRY']._serialized_end=1765
-  _globals['_HANDLESTRAVAWEBHOOKEVENTREQUEST']._serialized_start=1767
-  _globals['_HANDLESTRAVAWEBHOOKEVENTREQUEST']._serialized_end=1852
-  _globals['_SYNCSERVICE']._serialized_start=1855
-  _globals['_SYNCSERVICE']._serialized_end=3013
+  _globals['_STRAVACONNECTION']._serialized_start=291
+  _globals['_STRAVACONNECTION']._serialized_end=669
+  _globals['_GETSTRAVACONNECTIONREQUEST']._serialized_start=671
+  _globals['_GETSTRAVACONNECTIONREQUEST']._serialized_end=751
+  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST']._serialized_start=753
+  _globals['_GETSTRAVAAUTHORIZATIONURLREQUEST']._serialized_end=867
+  _globals['_GETSTRAVAAUTHORIZATIONURLRESPONSE']._serialized_start=869
+  _globals['_GETSTRAVAAUTHORIZATIONURLRESPONSE']._serialized_end=932
+  _globals['_CONNECTSTRAVAREQUEST']._serialized_start=935
+  _globals['_CONNECTSTRAVAREQUEST']._serialized_end=1097
+  _globals['_DISCONNECTSTRAVAREQUEST']._serialized_start=1099
+  _globals['_DISCONNECTSTRAVAREQUEST']._serialized_end=1202
+  _globals['_STARTSYNCREQUEST']._serialized_start=1205
+  _globals['_STARTSYNCREQUEST']._serialized_end=1370
+  _globals['_WEBHOOKHUB']._serialized_start=1372
+  _globals['_WEBHOOKHUB']._serialized_end=1439
+  _globals['_VERIFYSTRAVAWEBHOOKREQUEST']._serialized_start=1441
+  _globals['_VERIFYSTRAVAWEBHOOKREQUEST']._serialized_end=1511
+  _globals['_STRAVAWEBHOOKEVENT']._serialized_start=1514
+  _globals['_STRAVAWEBHOOKEVENT']._serialized_end=1700
+  _globals['_HANDLESTRAVAWEBHOOKEVENTREQUEST']._serialized_start=1702
+  _globals['_HANDLESTRAVAWEBHOOKEVENTREQUEST']._serialized_end=1787
+  _globals['_SYNCSERVICE']._serialized_start=1790
+  _globals['_SYNCSERVICE']._serialized_end=2747
 # @@protoc_insertion_point(module_scope)

@@ -6,9 +6,10 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
-from stride.v1 import job_pb2 as _job_pb2
+from stride.v1 import athlete_pb2 as _athlete_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,57 +27,88 @@ class StravaConnection(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     STRAVA_ATHLETE_ID_FIELD_NUMBER: _builtins.int
     GRANTED_SCOPES_FIELD_NUMBER: _builtins.int
     CONNECT_TIME_FIELD_NUMBER: _builtins.int
     LAST_SYNC_TIME_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
-    """`athletes/{athlete}`."""
+    STATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/stravaConnection`."""
     strava_athlete_id: _builtins.int
+    """The athlete's Strava id, once connected."""
+    state: _athlete_pb2.StravaConnectionState.ValueType
     @_builtins.property
     def granted_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Scopes the athlete actually granted."""
+        """Scopes the athlete actually granted (users can untick some): without
+        `activity:read_all`, activities visible only to the athlete are not synced.
+        """
 
     @_builtins.property
     def connect_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
-    def last_sync_time(self) -> _timestamp_pb2.Timestamp: ...
+    def last_sync_time(self) -> _timestamp_pb2.Timestamp:
+        """When the latest successful sync ended."""
+
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
         strava_athlete_id: _builtins.int = ...,
         granted_scopes: _abc.Iterable[_builtins.str] | None = ...,
         connect_time: _timestamp_pb2.Timestamp | None = ...,
         last_sync_time: _timestamp_pb2.Timestamp | None = ...,
+        state: _athlete_pb2.StravaConnectionState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_sync_time", b"last_sync_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "connect_time", b"connect_time", "granted_scopes", b"granted_scopes", "last_sync_time", b"last_sync_time", "strava_athlete_id", b"strava_athlete_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "granted_scopes", b"granted_scopes", "last_sync_time", b"last_sync_time", "name", b"name", "state", b"state", "strava_athlete_id", b"strava_athlete_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StravaConnection: _TypeAlias = StravaConnection  # noqa: Y015
 
 @_typing.final
-class GetStravaAuthorizationUrlRequest(_message.Message):
+class GetStravaConnectionRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
-    REDIRECT_URI_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
-    redirect_uri: _builtins.str
-    """Where Strava sends the browser; the configured default when empty."""
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/stravaConnection`."""
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStravaConnectionRequest: _TypeAlias = GetStravaConnectionRequest  # noqa: Y015
+
+@_typing.final
+class GetStravaAuthorizationUrlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/stravaConnection`."""
+    redirect_uri: _builtins.str
+    """Where Strava sends the browser; the configured default when empty (Strava accepts
+    `localhost` addresses for any application).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
         redirect_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "redirect_uri", b"redirect_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "redirect_uri", b"redirect_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -90,7 +122,7 @@ class GetStravaAuthorizationUrlResponse(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     state: _builtins.str
-    """Opaque state that ConnectStrava checks."""
+    """Opaque state, also inside `url`, that ConnectStrava checks when it is given back."""
     def __init__(
         self,
         *,
@@ -109,26 +141,39 @@ Global___GetStravaAuthorizationUrlResponse: _TypeAlias = GetStravaAuthorizationU
 class ConnectStravaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/stravaConnection`."""
     code: _builtins.str
+    """The authorization code, pasted or from the redirect; or the whole address Strava
+    redirected to, from which `code`, `scope` and `state` are read.
+    """
     scope: _builtins.str
-    """Comma-separated scopes Strava reported as granted on the callback."""
+    """Comma-separated scopes Strava reported as granted on the redirect; when empty (a
+    code pasted alone), the connect job finds out what was granted from Strava.
+    """
     state: _builtins.str
+    """The `state` from the redirect; when given, it must be one GetStravaAuthorizationUrl
+    issued for this athlete (INVALID_ARGUMENT otherwise).
+    """
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a retry with the same key returns the first job."""
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
         code: _builtins.str = ...,
         scope: _builtins.str = ...,
         state: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "code", b"code", "scope", b"scope", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "name", b"name", "request_id", b"request_id", "scope", b"scope", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -138,16 +183,21 @@ Global___ConnectStravaRequest: _TypeAlias = ConnectStravaRequest  # noqa: Y015
 class DisconnectStravaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/stravaConnection`."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a retry with the same key returns the first job."""
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,144 +207,37 @@ Global___DisconnectStravaRequest: _TypeAlias = DisconnectStravaRequest  # noqa: 
 class StartSyncRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     FULL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
+    name: _builtins.str
+    """`athletes/{athlete}/stravaConnection`."""
     full: _builtins.bool
-    """Re-fetch everything regardless of the last sync."""
+    """Fetch the whole history (and update what changed), regardless of earlier syncs."""
     request_id: _builtins.str
-    """Idempotency key (AIP-155)."""
+    """Idempotency key (AIP-155): a retry with the same key returns the first job."""
     @_builtins.property
     def after(self) -> _timestamp_pb2.Timestamp:
-        """Fetch activities starting at or after this time; since the last sync when absent."""
+        """Fetch activities starting at or after this time instead of the incremental default;
+        not with `full` (INVALID_ARGUMENT).
+        """
 
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
         after: _timestamp_pb2.Timestamp | None = ...,
         full: _builtins.bool = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "athlete", b"athlete", "full", b"full", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "full", b"full", "name", b"name", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartSyncRequest: _TypeAlias = StartSyncRequest  # noqa: Y015
-
-@_typing.final
-class GetJobRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
-
-@_typing.final
-class ListJobsRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ATHLETE_FIELD_NUMBER: _builtins.int
-    PAGE_SIZE_FIELD_NUMBER: _builtins.int
-    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
-    """Only this athlete's jobs, `athletes/{athlete}`; required for athlete tokens."""
-    page_size: _builtins.int
-    page_token: _builtins.str
-    def __init__(
-        self,
-        *,
-        athlete: _builtins.str = ...,
-        page_size: _builtins.int = ...,
-        page_token: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
-
-@_typing.final
-class ListJobsResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    JOBS_FIELD_NUMBER: _builtins.int
-    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
-    next_page_token: _builtins.str
-    @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]: ...
-    def __init__(
-        self,
-        *,
-        jobs: _abc.Iterable[_job_pb2.Job] | None = ...,
-        next_page_token: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
-
-@_typing.final
-class CancelJobRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
-
-@_typing.final
-class WatchJobRequest(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    after_sequence: _builtins.int
-    """Resume after this sequence number; 0 streams every event."""
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        after_sequence: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
 
 @_typing.final
 class WebhookHub(_message.Message):
@@ -306,6 +249,7 @@ class WebhookHub(_message.Message):
     CHALLENGE_FIELD_NUMBER: _builtins.int
     VERIFY_TOKEN_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
+    """`subscribe`."""
     challenge: _builtins.str
     verify_token: _builtins.str
     def __init__(
@@ -345,29 +289,11 @@ Global___VerifyStravaWebhookRequest: _TypeAlias = VerifyStravaWebhookRequest  # 
 
 @_typing.final
 class StravaWebhookEvent(_message.Message):
-    """A Strava push event, as Strava posts it."""
+    """A Strava push event, as Strava posts it. Fields Strava may add later are dropped by the
+    JSON transcoding, not refused.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
-
-    @_typing.final
-    class UpdatesEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     OBJECT_TYPE_FIELD_NUMBER: _builtins.int
     OBJECT_ID_FIELD_NUMBER: _builtins.int
@@ -377,25 +303,34 @@ class StravaWebhookEvent(_message.Message):
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     object_type: _builtins.str
+    """`activity` or `athlete`."""
     object_id: _builtins.int
     aspect_type: _builtins.str
+    """`create`, `update` or `delete`."""
     owner_id: _builtins.int
+    """The athlete's Strava id."""
     subscription_id: _builtins.int
     event_time: _builtins.int
+    """Epoch seconds."""
     @_builtins.property
-    def updates(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def updates(self) -> _struct_pb2.Struct:
+        """What changed, for updates: `title`, `type`, `private` (`"true"`/`"false"`);
+        `{"authorized": "false"}` when the athlete revoked access. A Struct rather than a
+        map of strings so that a value Strava sends as a JSON boolean or number is not refused.
+        """
+
     def __init__(
         self,
         *,
         object_type: _builtins.str = ...,
         object_id: _builtins.int = ...,
         aspect_type: _builtins.str = ...,
-        updates: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        updates: _struct_pb2.Struct | None = ...,
         owner_id: _builtins.int = ...,
         subscription_id: _builtins.int = ...,
         event_time: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updates", b"updates"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
     _ClearFieldArgType: _TypeAlias = _typing.Literal["aspect_type", b"aspect_type", "event_time", b"event_time", "object_id", b"object_id", "object_type", b"object_type", "owner_id", b"owner_id", "subscription_id", b"subscription_id", "updates", b"updates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...

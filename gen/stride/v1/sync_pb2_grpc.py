@@ -29,7 +29,10 @@ if _version_not_supported:
 
 
 class SyncServiceStub:
-    """Links athletes to Strava and runs and observes jobs.
+    """Links athletes to Strava and syncs their activities. Nothing here calls Strava inside
+    the request: connecting, disconnecting and syncing are jobs (see JobService), returned
+    at once. Strava sync is optional: a deployment without a configured Strava application
+    answers FAILED_PRECONDITION (reason STRAVA_NOT_CONFIGURED).
     """
 
     def __init__(self, channel):
@@ -38,6 +41,11 @@ class SyncServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetStravaConnection = channel.unary_unary(
+                '/stride.v1.SyncService/GetStravaConnection',
+                request_serializer=stride_dot_v1_dot_sync__pb2.GetStravaConnectionRequest.SerializeToString,
+                response_deserializer=stride_dot_v1_dot_sync__pb2.StravaConnection.FromString,
+                _registered_method=True)
         self.GetStravaAuthorizationUrl = channel.unary_unary(
                 '/stride.v1.SyncService/GetStravaAuthorizationUrl',
                 request_serializer=stride_dot_v1_dot_sync__pb2.GetStravaAuthorizationUrlRequest.SerializeToString,
@@ -46,37 +54,17 @@ class SyncServiceStub:
         self.ConnectStrava = channel.unary_unary(
                 '/stride.v1.SyncService/ConnectStrava',
                 request_serializer=stride_dot_v1_dot_sync__pb2.ConnectStravaRequest.SerializeToString,
-                response_deserializer=stride_dot_v1_dot_sync__pb2.StravaConnection.FromString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
                 _registered_method=True)
         self.DisconnectStrava = channel.unary_unary(
                 '/stride.v1.SyncService/DisconnectStrava',
                 request_serializer=stride_dot_v1_dot_sync__pb2.DisconnectStravaRequest.SerializeToString,
-                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
                 _registered_method=True)
         self.StartSync = channel.unary_unary(
                 '/stride.v1.SyncService/StartSync',
                 request_serializer=stride_dot_v1_dot_sync__pb2.StartSyncRequest.SerializeToString,
                 response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
-                _registered_method=True)
-        self.GetJob = channel.unary_unary(
-                '/stride.v1.SyncService/GetJob',
-                request_serializer=stride_dot_v1_dot_sync__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
-                _registered_method=True)
-        self.ListJobs = channel.unary_unary(
-                '/stride.v1.SyncService/ListJobs',
-                request_serializer=stride_dot_v1_dot_sync__pb2.ListJobsRequest.SerializeToString,
-                response_deserializer=stride_dot_v1_dot_sync__pb2.ListJobsResponse.FromString,
-                _registered_method=True)
-        self.CancelJob = channel.unary_unary(
-                '/stride.v1.SyncService/CancelJob',
-                request_serializer=stride_dot_v1_dot_sync__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
-                _registered_method=True)
-        self.WatchJob = channel.unary_stream(
-                '/stride.v1.SyncService/WatchJob',
-                request_serializer=stride_dot_v1_dot_sync__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=stride_dot_v1_dot_job__pb2.JobEvent.FromString,
                 _registered_method=True)
         self.VerifyStravaWebhook = channel.unary_unary(
                 '/stride.v1.SyncService/VerifyStravaWebhook',
@@ -91,73 +79,83 @@ class SyncServiceStub:
 
 
 class SyncServiceServicer:
-    """Links athletes to Strava and runs and observes jobs.
+    """Links athletes to Strava and syncs their activities. Nothing here calls Strava inside
+    the request: connecting, disconnecting and syncing are jobs (see JobService), returned
+    at once. Strava sync is optional: a deployment without a configured Strava application
+    answers FAILED_PRECONDITION (reason STRAVA_NOT_CONFIGURED).
     """
 
+    def GetStravaConnection(self, request, context):
+        """The athlete's Strava connection (a singleton that always exists, NOT_CONNECTED at first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStravaAuthorizationUrl(self, request, context):
-        """Returns the Strava authorization URL to visit; the code it yields goes to ConnectStrava.
+        """Returns the Strava authorization address to open in any browser. After consent Strava
+        redirects to `redirect_uri` with `code`, `scope` and `state`; pass them (or that whole
+        address) to ConnectStrava. On a headless server the redirect target need not exist:
+        copy the address the browser was sent to.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ConnectStrava(self, request, context):
-        """Exchanges an authorization code (pasted or from the callback) for tokens.
+        """Enqueues the exchange of an authorization code for Strava tokens and returns that
+        job (JOB_KIND_STRAVA_CONNECT) at once. The connection is CONNECTING until the job
+        ends: CONNECTED when it succeeds; otherwise it returns to its previous state and the
+        job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
+        STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
+        Connecting does not sync: call StartSync once the job has succeeded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DisconnectStrava(self, request, context):
-        """Deauthorizes Stride at Strava and deletes the data that came from Strava.
+        """Enqueues the disconnect and returns that job (JOB_KIND_STRAVA_DISCONNECT) at once:
+        it cancels the athlete's Strava jobs, deauthorizes Stride at Strava and deletes every
+        activity that came from Strava, as Strava's API agreement requires. The connection is
+        DISCONNECTING, then NOT_CONNECTED. FAILED_PRECONDITION (STRAVA_NOT_CONNECTED) when
+        there is nothing to disconnect.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def StartSync(self, request, context):
-        """Starts (or, with the same request_id, returns) a Strava sync job.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListJobs(self, request, context):
-        """Lists jobs, newest first.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelJob(self, request, context):
-        """Asks a job to stop; it ends CANCELLED after its current item.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchJob(self, request, context):
-        """Streams a job's events after `after_sequence`, then live ones until the job ends.
+        """Starts a sync and returns its job (JOB_KIND_STRAVA_SYNC) at once; watch it with
+        JobService.WatchJob. Incremental by default: activities starting after the newest
+        one already synced, less a day (late and backdated uploads); `full` fetches the whole
+        history, paced by Strava's rate limits over as many days as it takes. One sync per
+        athlete at a time: while one is queued, running or waiting, an incremental request
+        returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
+        SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
+        (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyStravaWebhook(self, request, context):
-        """Strava's webhook subscription check (GET with hub.* query parameters).
+        """Strava's check of the webhook subscription's callback:
+        `GET <callback>?hub.mode=subscribe&hub.challenge=X&hub.verify_token=T`. When T is
+        the configured verify token it answers 200 with `{"hub.challenge": "X"}` (an HttpBody
+        of type application/json: no proto field can be named `hub.challenge`); otherwise
+        PERMISSION_DENIED (HTTP 403). Public: Strava sends no credentials.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def HandleStravaWebhookEvent(self, request, context):
-        """A Strava webhook event; acknowledged at once, acted on by a job.
+        """A Strava push event (`POST <callback>` with a JSON body). Acknowledged at once
+        (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
+        JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
+        the job fetches the truth from Strava. Events for athletes Stride does not know, or
+        from another subscription, are acknowledged and ignored. Public, like the check.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,6 +164,11 @@ class SyncServiceServicer:
 
 def add_SyncServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetStravaConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStravaConnection,
+                    request_deserializer=stride_dot_v1_dot_sync__pb2.GetStravaConnectionRequest.FromString,
+                    response_serializer=stride_dot_v1_dot_sync__pb2.StravaConnection.SerializeToString,
+            ),
             'GetStravaAuthorizationUrl': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStravaAuthorizationUrl,
                     request_deserializer=stride_dot_v1_dot_sync__pb2.GetStravaAuthorizationUrlRequest.FromString,
@@ -174,37 +177,17 @@ def add_SyncServiceServicer_to_server(servicer, server):
             'ConnectStrava': grpc.unary_unary_rpc_method_handler(
                     servicer.ConnectStrava,
                     request_deserializer=stride_dot_v1_dot_sync__pb2.ConnectStravaRequest.FromString,
-                    response_serializer=stride_dot_v1_dot_sync__pb2.StravaConnection.SerializeToString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
             ),
             'DisconnectStrava': grpc.unary_unary_rpc_method_handler(
                     servicer.DisconnectStrava,
                     request_deserializer=stride_dot_v1_dot_sync__pb2.DisconnectStravaRequest.FromString,
-                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
             ),
             'StartSync': grpc.unary_unary_rpc_method_handler(
                     servicer.StartSync,
                     request_deserializer=stride_dot_v1_dot_sync__pb2.StartSyncRequest.FromString,
                     response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
-            ),
-            'GetJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetJob,
-                    request_deserializer=stride_dot_v1_dot_sync__pb2.GetJobRequest.FromString,
-                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
-            ),
-            'ListJobs': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListJobs,
-                    request_deserializer=stride_dot_v1_dot_sync__pb2.ListJobsRequest.FromString,
-                    response_serializer=stride_dot_v1_dot_sync__pb2.ListJobsResponse.SerializeToString,
-            ),
-            'CancelJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelJob,
-                    request_deserializer=stride_dot_v1_dot_sync__pb2.CancelJobRequest.FromString,
-                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
-            ),
-            'WatchJob': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchJob,
-                    request_deserializer=stride_dot_v1_dot_sync__pb2.WatchJobRequest.FromString,
-                    response_serializer=stride_dot_v1_dot_job__pb2.JobEvent.SerializeToString,
             ),
             'VerifyStravaWebhook': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyStravaWebhook,
@@ -225,8 +208,38 @@ def add_SyncServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SyncService:
-    """Links athletes to Strava and runs and observes jobs.
+    """Links athletes to Strava and syncs their activities. Nothing here calls Strava inside
+    the request: connecting, disconnecting and syncing are jobs (see JobService), returned
+    at once. Strava sync is optional: a deployment without a configured Strava application
+    answers FAILED_PRECONDITION (reason STRAVA_NOT_CONFIGURED).
     """
+
+    @staticmethod
+    def GetStravaConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stride.v1.SyncService/GetStravaConnection',
+            stride_dot_v1_dot_sync__pb2.GetStravaConnectionRequest.SerializeToString,
+            stride_dot_v1_dot_sync__pb2.StravaConnection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetStravaAuthorizationUrl(request,
@@ -271,7 +284,7 @@ class SyncService:
             target,
             '/stride.v1.SyncService/ConnectStrava',
             stride_dot_v1_dot_sync__pb2.ConnectStravaRequest.SerializeToString,
-            stride_dot_v1_dot_sync__pb2.StravaConnection.FromString,
+            stride_dot_v1_dot_job__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -298,7 +311,7 @@ class SyncService:
             target,
             '/stride.v1.SyncService/DisconnectStrava',
             stride_dot_v1_dot_sync__pb2.DisconnectStravaRequest.SerializeToString,
-            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            stride_dot_v1_dot_job__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,
@@ -326,114 +339,6 @@ class SyncService:
             '/stride.v1.SyncService/StartSync',
             stride_dot_v1_dot_sync__pb2.StartSyncRequest.SerializeToString,
             stride_dot_v1_dot_job__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/stride.v1.SyncService/GetJob',
-            stride_dot_v1_dot_sync__pb2.GetJobRequest.SerializeToString,
-            stride_dot_v1_dot_job__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListJobs(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/stride.v1.SyncService/ListJobs',
-            stride_dot_v1_dot_sync__pb2.ListJobsRequest.SerializeToString,
-            stride_dot_v1_dot_sync__pb2.ListJobsResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/stride.v1.SyncService/CancelJob',
-            stride_dot_v1_dot_sync__pb2.CancelJobRequest.SerializeToString,
-            stride_dot_v1_dot_job__pb2.Job.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchJob(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/stride.v1.SyncService/WatchJob',
-            stride_dot_v1_dot_sync__pb2.WatchJobRequest.SerializeToString,
-            stride_dot_v1_dot_job__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,59 +30,135 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SyncServiceStub:
-    """Links athletes to Strava and runs and observes jobs."""
+    """Links athletes to Strava and syncs their activities. Nothing here calls Strava inside
+    the request: connecting, disconnecting and syncing are jobs (see JobService), returned
+    at once. Strava sync is optional: a deployment without a configured Strava application
+    answers FAILED_PRECONDITION (reason STRAVA_NOT_CONFIGURED).
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SyncServiceAsyncStub: ...
+    GetStravaConnection: _grpc.UnaryUnaryMultiCallable[_sync_pb2.GetStravaConnectionRequest, _sync_pb2.StravaConnection]
+    """The athlete's Strava connection (a singleton that always exists, NOT_CONNECTED at first)."""
     GetStravaAuthorizationUrl: _grpc.UnaryUnaryMultiCallable[_sync_pb2.GetStravaAuthorizationUrlRequest, _sync_pb2.GetStravaAuthorizationUrlResponse]
-    """Returns the Strava authorization URL to visit; the code it yields goes to ConnectStrava."""
-    ConnectStrava: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ConnectStravaRequest, _sync_pb2.StravaConnection]
-    """Exchanges an authorization code (pasted or from the callback) for tokens."""
-    DisconnectStrava: _grpc.UnaryUnaryMultiCallable[_sync_pb2.DisconnectStravaRequest, _empty_pb2.Empty]
-    """Deauthorizes Stride at Strava and deletes the data that came from Strava."""
+    """Returns the Strava authorization address to open in any browser. After consent Strava
+    redirects to `redirect_uri` with `code`, `scope` and `state`; pass them (or that whole
+    address) to ConnectStrava. On a headless server the redirect target need not exist:
+    copy the address the browser was sent to.
+    """
+    ConnectStrava: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ConnectStravaRequest, _job_pb2.Job]
+    """Enqueues the exchange of an authorization code for Strava tokens and returns that
+    job (JOB_KIND_STRAVA_CONNECT) at once. The connection is CONNECTING until the job
+    ends: CONNECTED when it succeeds; otherwise it returns to its previous state and the
+    job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
+    STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
+    Connecting does not sync: call StartSync once the job has succeeded.
+    """
+    DisconnectStrava: _grpc.UnaryUnaryMultiCallable[_sync_pb2.DisconnectStravaRequest, _job_pb2.Job]
+    """Enqueues the disconnect and returns that job (JOB_KIND_STRAVA_DISCONNECT) at once:
+    it cancels the athlete's Strava jobs, deauthorizes Stride at Strava and deletes every
+    activity that came from Strava, as Strava's API agreement requires. The connection is
+    DISCONNECTING, then NOT_CONNECTED. FAILED_PRECONDITION (STRAVA_NOT_CONNECTED) when
+    there is nothing to disconnect.
+    """
     StartSync: _grpc.UnaryUnaryMultiCallable[_sync_pb2.StartSyncRequest, _job_pb2.Job]
-    """Starts (or, with the same request_id, returns) a Strava sync job."""
-    GetJob: _grpc.UnaryUnaryMultiCallable[_sync_pb2.GetJobRequest, _job_pb2.Job]
-    ListJobs: _grpc.UnaryUnaryMultiCallable[_sync_pb2.ListJobsRequest, _sync_pb2.ListJobsResponse]
-    """Lists jobs, newest first."""
-    CancelJob: _grpc.UnaryUnaryMultiCallable[_sync_pb2.CancelJobRequest, _job_pb2.Job]
-    """Asks a job to stop; it ends CANCELLED after its current item."""
-    WatchJob: _grpc.UnaryStreamMultiCallable[_sync_pb2.WatchJobRequest, _job_pb2.JobEvent]
-    """Streams a job's events after `after_sequence`, then live ones until the job ends."""
+    """Starts a sync and returns its job (JOB_KIND_STRAVA_SYNC) at once; watch it with
+    JobService.WatchJob. Incremental by default: activities starting after the newest
+    one already synced, less a day (late and backdated uploads); `full` fetches the whole
+    history, paced by Strava's rate limits over as many days as it takes. One sync per
+    athlete at a time: while one is queued, running or waiting, an incremental request
+    returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
+    SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
+    (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+    """
     VerifyStravaWebhook: _grpc.UnaryUnaryMultiCallable[_sync_pb2.VerifyStravaWebhookRequest, _httpbody_pb2.HttpBody]
-    """Strava's webhook subscription check (GET with hub.* query parameters)."""
+    """Strava's check of the webhook subscription's callback:
+    `GET <callback>?hub.mode=subscribe&hub.challenge=X&hub.verify_token=T`. When T is
+    the configured verify token it answers 200 with `{"hub.challenge": "X"}` (an HttpBody
+    of type application/json: no proto field can be named `hub.challenge`); otherwise
+    PERMISSION_DENIED (HTTP 403). Public: Strava sends no credentials.
+    """
     HandleStravaWebhookEvent: _grpc.UnaryUnaryMultiCallable[_sync_pb2.HandleStravaWebhookEventRequest, _empty_pb2.Empty]
-    """A Strava webhook event; acknowledged at once, acted on by a job."""
+    """A Strava push event (`POST <callback>` with a JSON body). Acknowledged at once
+    (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
+    JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
+    the job fetches the truth from Strava. Events for athletes Stride does not know, or
+    from another subscription, are acknowledged and ignored. Public, like the check.
+    """
 
 @_typing.type_check_only
 class SyncServiceAsyncStub(SyncServiceStub):
-    """Links athletes to Strava and runs and observes jobs."""
+    """Links athletes to Strava and syncs their activities. Nothing here calls Strava inside
+    the request: connecting, disconnecting and syncing are jobs (see JobService), returned
+    at once. Strava sync is optional: a deployment without a configured Strava application
+    answers FAILED_PRECONDITION (reason STRAVA_NOT_CONFIGURED).
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
+    GetStravaConnection: _aio.UnaryUnaryMultiCallable[_sync_pb2.GetStravaConnectionRequest, _sync_pb2.StravaConnection]  # type: ignore[assignment]
+    """The athlete's Strava connection (a singleton that always exists, NOT_CONNECTED at first)."""
     GetStravaAuthorizationUrl: _aio.UnaryUnaryMultiCallable[_sync_pb2.GetStravaAuthorizationUrlRequest, _sync_pb2.GetStravaAuthorizationUrlResponse]  # type: ignore[assignment]
-    """Returns the Strava authorization URL to visit; the code it yields goes to ConnectStrava."""
-    ConnectStrava: _aio.UnaryUnaryMultiCallable[_sync_pb2.ConnectStravaRequest, _sync_pb2.StravaConnection]  # type: ignore[assignment]
-    """Exchanges an authorization code (pasted or from the callback) for tokens."""
-    DisconnectStrava: _aio.UnaryUnaryMultiCallable[_sync_pb2.DisconnectStravaRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deauthorizes Stride at Strava and deletes the data that came from Strava."""
+    """Returns the Strava authorization address to open in any browser. After consent Strava
+    redirects to `redirect_uri` with `code`, `scope` and `state`; pass them (or that whole
+    address) to ConnectStrava. On a headless server the redirect target need not exist:
+    copy the address the browser was sent to.
+    """
+    ConnectStrava: _aio.UnaryUnaryMultiCallable[_sync_pb2.ConnectStravaRequest, _job_pb2.Job]  # type: ignore[assignment]
+    """Enqueues the exchange of an authorization code for Strava tokens and returns that
+    job (JOB_KIND_STRAVA_CONNECT) at once. The connection is CONNECTING until the job
+    ends: CONNECTED when it succeeds; otherwise it returns to its previous state and the
+    job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
+    STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
+    Connecting does not sync: call StartSync once the job has succeeded.
+    """
+    DisconnectStrava: _aio.UnaryUnaryMultiCallable[_sync_pb2.DisconnectStravaRequest, _job_pb2.Job]  # type: ignore[assignment]
+    """Enqueues the disconnect and returns that job (JOB_KIND_STRAVA_DISCONNECT) at once:
+    it cancels the athlete's Strava jobs, deauthorizes Stride at Strava and deletes every
+    activity that came from Strava, as Strava's API agreement requires. The connection is
+    DISCONNECTING, then NOT_CONNECTED. FAILED_PRECONDITION (STRAVA_NOT_CONNECTED) when
+    there is nothing to disconnect.
+    """
     StartSync: _aio.UnaryUnaryMultiCallable[_sync_pb2.StartSyncRequest, _job_pb2.Job]  # type: ignore[assignment]
-    """Starts (or, with the same request_id, returns) a Strava sync job."""
-    GetJob: _aio.UnaryUnaryMultiCallable[_sync_pb2.GetJobRequest, _job_pb2.Job]  # type: ignore[assignment]
-    ListJobs: _aio.UnaryUnaryMultiCallable[_sync_pb2.ListJobsRequest, _sync_pb2.ListJobsResponse]  # type: ignore[assignment]
-    """Lists jobs, newest first."""
-    CancelJob: _aio.UnaryUnaryMultiCallable[_sync_pb2.CancelJobRequest, _job_pb2.Job]  # type: ignore[assignment]
-    """Asks a job to stop; it ends CANCELLED after its current item."""
-    WatchJob: _aio.UnaryStreamMultiCallable[_sync_pb2.WatchJobRequest, _job_pb2.JobEvent]  # type: ignore[assignment]
-    """Streams a job's events after `after_sequence`, then live ones until the job ends."""
+    """Starts a sync and returns its job (JOB_KIND_STRAVA_SYNC) at once; watch it with
+    JobService.WatchJob. Incremental by default: activities starting after the newest
+    one already synced, less a day (late and backdated uploads); `full` fetches the whole
+    history, paced by Strava's rate limits over as many days as it takes. One sync per
+    athlete at a time: while one is queued, running or waiting, an incremental request
+    returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
+    SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
+    (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+    """
     VerifyStravaWebhook: _aio.UnaryUnaryMultiCallable[_sync_pb2.VerifyStravaWebhookRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """Strava's webhook subscription check (GET with hub.* query parameters)."""
+    """Strava's check of the webhook subscription's callback:
+    `GET <callback>?hub.mode=subscribe&hub.challenge=X&hub.verify_token=T`. When T is
+    the configured verify token it answers 200 with `{"hub.challenge": "X"}` (an HttpBody
+    of type application/json: no proto field can be named `hub.challenge`); otherwise
+    PERMISSION_DENIED (HTTP 403). Public: Strava sends no credentials.
+    """
     HandleStravaWebhookEvent: _aio.UnaryUnaryMultiCallable[_sync_pb2.HandleStravaWebhookEventRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """A Strava webhook event; acknowledged at once, acted on by a job."""
+    """A Strava push event (`POST <callback>` with a JSON body). Acknowledged at once
+    (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
+    JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
+    the job fetches the truth from Strava. Events for athletes Stride does not know, or
+    from another subscription, are acknowledged and ignored. Public, like the check.
+    """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Links athletes to Strava and runs and observes jobs."""
+    """Links athletes to Strava and syncs their activities. Nothing here calls Strava inside
+    the request: connecting, disconnecting and syncing are jobs (see JobService), returned
+    at once. Strava sync is optional: a deployment without a configured Strava application
+    answers FAILED_PRECONDITION (reason STRAVA_NOT_CONFIGURED).
+    """
+
+    @_abc_1.abstractmethod
+    def GetStravaConnection(
+        self,
+        request: _sync_pb2.GetStravaConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sync_pb2.StravaConnection, _abc.Awaitable[_sync_pb2.StravaConnection]]:
+        """The athlete's Strava connection (a singleton that always exists, NOT_CONNECTED at first)."""
 
     @_abc_1.abstractmethod
     def GetStravaAuthorizationUrl(
@@ -90,23 +166,38 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sync_pb2.GetStravaAuthorizationUrlRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_sync_pb2.GetStravaAuthorizationUrlResponse, _abc.Awaitable[_sync_pb2.GetStravaAuthorizationUrlResponse]]:
-        """Returns the Strava authorization URL to visit; the code it yields goes to ConnectStrava."""
+        """Returns the Strava authorization address to open in any browser. After consent Strava
+        redirects to `redirect_uri` with `code`, `scope` and `state`; pass them (or that whole
+        address) to ConnectStrava. On a headless server the redirect target need not exist:
+        copy the address the browser was sent to.
+        """
 
     @_abc_1.abstractmethod
     def ConnectStrava(
         self,
         request: _sync_pb2.ConnectStravaRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_sync_pb2.StravaConnection, _abc.Awaitable[_sync_pb2.StravaConnection]]:
-        """Exchanges an authorization code (pasted or from the callback) for tokens."""
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
+        """Enqueues the exchange of an authorization code for Strava tokens and returns that
+        job (JOB_KIND_STRAVA_CONNECT) at once. The connection is CONNECTING until the job
+        ends: CONNECTED when it succeeds; otherwise it returns to its previous state and the
+        job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
+        STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
+        Connecting does not sync: call StartSync once the job has succeeded.
+        """
 
     @_abc_1.abstractmethod
     def DisconnectStrava(
         self,
         request: _sync_pb2.DisconnectStravaRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deauthorizes Stride at Strava and deletes the data that came from Strava."""
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
+        """Enqueues the disconnect and returns that job (JOB_KIND_STRAVA_DISCONNECT) at once:
+        it cancels the athlete's Strava jobs, deauthorizes Stride at Strava and deletes every
+        activity that came from Strava, as Strava's API agreement requires. The connection is
+        DISCONNECTING, then NOT_CONNECTED. FAILED_PRECONDITION (STRAVA_NOT_CONNECTED) when
+        there is nothing to disconnect.
+        """
 
     @_abc_1.abstractmethod
     def StartSync(
@@ -114,38 +205,15 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sync_pb2.StartSyncRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
-        """Starts (or, with the same request_id, returns) a Strava sync job."""
-
-    @_abc_1.abstractmethod
-    def GetJob(
-        self,
-        request: _sync_pb2.GetJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]: ...
-
-    @_abc_1.abstractmethod
-    def ListJobs(
-        self,
-        request: _sync_pb2.ListJobsRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_sync_pb2.ListJobsResponse, _abc.Awaitable[_sync_pb2.ListJobsResponse]]:
-        """Lists jobs, newest first."""
-
-    @_abc_1.abstractmethod
-    def CancelJob(
-        self,
-        request: _sync_pb2.CancelJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
-        """Asks a job to stop; it ends CANCELLED after its current item."""
-
-    @_abc_1.abstractmethod
-    def WatchJob(
-        self,
-        request: _sync_pb2.WatchJobRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_job_pb2.JobEvent], _abc.AsyncIterator[_job_pb2.JobEvent]]:
-        """Streams a job's events after `after_sequence`, then live ones until the job ends."""
+        """Starts a sync and returns its job (JOB_KIND_STRAVA_SYNC) at once; watch it with
+        JobService.WatchJob. Incremental by default: activities starting after the newest
+        one already synced, less a day (late and backdated uploads); `full` fetches the whole
+        history, paced by Strava's rate limits over as many days as it takes. One sync per
+        athlete at a time: while one is queued, running or waiting, an incremental request
+        returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
+        SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
+        (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+        """
 
     @_abc_1.abstractmethod
     def VerifyStravaWebhook(
@@ -153,7 +221,12 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sync_pb2.VerifyStravaWebhookRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_httpbody_pb2.HttpBody, _abc.Awaitable[_httpbody_pb2.HttpBody]]:
-        """Strava's webhook subscription check (GET with hub.* query parameters)."""
+        """Strava's check of the webhook subscription's callback:
+        `GET <callback>?hub.mode=subscribe&hub.challenge=X&hub.verify_token=T`. When T is
+        the configured verify token it answers 200 with `{"hub.challenge": "X"}` (an HttpBody
+        of type application/json: no proto field can be named `hub.challenge`); otherwise
+        PERMISSION_DENIED (HTTP 403). Public: Strava sends no credentials.
+        """
 
     @_abc_1.abstractmethod
     def HandleStravaWebhookEvent(
@@ -161,6 +234,11 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sync_pb2.HandleStravaWebhookEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """A Strava webhook event; acknowledged at once, acted on by a job."""
+        """A Strava push event (`POST <callback>` with a JSON body). Acknowledged at once
+        (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
+        JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
+        the job fetches the truth from Strava. Events for athletes Stride does not know, or
+        from another subscription, are acknowledged and ignored. Public, like the check.
+        """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
