@@ -34,7 +34,7 @@ check-gen: gen
 	git diff --exit-code --stat -- gen
 	test -z "$$(git status --porcelain -- gen)"
 
-## lint: ruff, mypy, buf lint, buf breaking (against the first published v1), gen freshness
+## lint: ruff, mypy, buf lint, buf breaking (against the released v1 baseline, RELEASED_V1 in scripts/protos.py), gen freshness
 lint: $(STAMP) $(BUF) check-gen
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -2,7 +2,9 @@
 
 buf cannot reach the BSR here, so `google/api/*` comes from the installed
 googleapis-common-protos package and buf works on images that protoc builds.
-`image --ref REF` builds the contract as it was at a git revision, for `buf breaking`.
+`image --ref REF` builds the contract as it was at a git revision, for `buf breaking`;
+`--ref released-v1` builds the released baseline (RELEASED_V1), and `baseline` prints the
+value that would make the staged protos/ the baseline.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 GEN = ROOT / "gen"
-# The first published stride.v1 contract: later changes must not break it.
-RELEASED_V1 = "a533ae03a19dbdc260b030d46aed3249a3eb9051"
+# The released stride.v1 contract that later changes must not break (`buf breaking`).
+# It is the git *tree* id of protos/, not a commit id: a tree id is known before its commit
+# exists (`git write-tree --prefix=protos/`, or `scripts/protos.py baseline`), so the commit
+# that deliberately changes the contract also moves the baseline to itself, and rebases do
+# not change it. `git rev-parse <commit>:protos` shows any commit's protos/ tree.
+# History: a533ae0 published v1 (commit a533ae03a19dbdc260b030d46aed3249a3eb9051); issue 8
+# corrected the then unused job and sync contract (JobService, athlete-scoped jobs) and
+# moved the baseline to that commit's protos/.
+RELEASED_V1 = "c076ec381464da25cf344b0e65d41729e4b3f8eb"
 
 
 def _includes(protos: Path) -> list[str]:
@@ -60,19 +69,28 @@ def generate() -> None:
     (GEN / "stride" / "py.typed").write_text("")
 
 
-def image(out: Path, ref: str | None) -> None:
+def image(out: Path, tree: str | None) -> None:
+    """A descriptor image of protos/ as in the working tree, or as in a git tree of protos/."""
     out.parent.mkdir(parents=True, exist_ok=True)
     args = ["--include_imports", "--include_source_info", f"--descriptor_set_out={out}"]
-    if ref is None:
+    if tree is None:
         _protoc(args)
         return
     archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "protos"], cwd=ROOT, check=True,
+        ["git", "archive", "--format=tar", "--prefix=protos/", tree], cwd=ROOT, check=True,
         capture_output=True,
     ).stdout  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tmp, filter="data")
         _protoc(args, Path(tmp) / "protos")
+
+
+def staged_tree() -> str:
+    """The tree id protos/ will have in the next commit (as staged in the index)."""
+    return subprocess.run(
+        ["git", "write-tree", "--prefix=protos/"], cwd=ROOT, check=True, capture_output=True,
+        text=True,
+    ).stdout.strip()  # fmt: skip
 
 
 def main() -> None:
@@ -82,12 +100,17 @@ def main() -> None:
     img = sub.add_parser("image", help="write a descriptor image for buf")
     img.add_argument("out", type=Path)
     img.add_argument("--ref", help="build protos/ as of this git revision ('released-v1' for "
-                     "the first published contract)")  # fmt: skip
+                     "the released baseline)")  # fmt: skip
+    sub.add_parser("baseline", help="print the RELEASED_V1 value for the staged protos/")
     args = parser.parse_args()
     if args.command == "gen":
         generate()
+    elif args.command == "baseline":
+        print(staged_tree())
+    elif args.ref is None:
+        image(args.out, None)
     else:
-        image(args.out, RELEASED_V1 if args.ref == "released-v1" else args.ref)
+        image(args.out, RELEASED_V1 if args.ref == "released-v1" else f"{args.ref}:protos")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from stride.v1 import (
     analytics_pb2_grpc,
     athlete_pb2,
     athlete_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
     sync_pb2,
     sync_pb2_grpc,
 )
@@ -67,6 +69,7 @@ SERVICE_NAMES = tuple(
         (athlete_pb2, "AthleteService"),
         (activity_pb2, "ActivityService"),
         (analytics_pb2, "AnalyticsService"),
+        (job_pb2, "JobService"),
         (sync_pb2, "SyncService"),
         (admin_pb2, "AdminService"),
     )
@@ -197,8 +200,10 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(monitor), server)
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
+    jobs = job_pb2_grpc.JobServiceServicer()  # type: ignore[abstract]
     sync = sync_pb2_grpc.SyncServiceServicer()  # type: ignore[abstract]
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(analytics, server)
+    job_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
     sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable(server, [*SERVICE_NAMES, "grpc.health.v1.Health"])

@@ -4,6 +4,7 @@
 * ADMIN: the admin token only.
 * AUTHENTICATED: any valid token.
 * athlete-scoped: the athlete named by a request field; an athlete token reaches only its own.
+  `athletes/-` (every athlete, AIP-159: ListJobs across athletes) is for the admin token only.
 
 Athletes get PERMISSION_DENIED for other athletes' resources whether or not they exist
 (permission is checked before existence, AIP-193), so existence never leaks.
@@ -23,6 +24,7 @@ ADMIN = "admin"
 AUTHENTICATED = "authenticated"
 
 _ATHLETE = re.compile(r"athletes/([^/]+)(?:/.*)?")
+EVERY_ATHLETE = "-"  # the AIP-159 wildcard: `athletes/-`
 
 
 def _field(path: str) -> Callable[[Any], str]:
@@ -57,18 +59,21 @@ POLICY: dict[str, str | Callable[[Any], str]] = {
     "/stride.v1.AnalyticsService/GetTrainingSummary": _field("athlete"),
     "/stride.v1.AnalyticsService/ListPersonalRecords": _field("athlete"),
     "/stride.v1.AnalyticsService/GetFitnessTrend": _field("athlete"),
-    "/stride.v1.SyncService/GetStravaAuthorizationUrl": _field("athlete"),
-    "/stride.v1.SyncService/ConnectStrava": _field("athlete"),
-    "/stride.v1.SyncService/DisconnectStrava": _field("athlete"),
-    "/stride.v1.SyncService/StartSync": _field("athlete"),
-    "/stride.v1.SyncService/ListJobs": _field("athlete"),
-    # Job names do not name their athlete; owners are let in by the job service itself
-    # once jobs exist. Until then only the operator reaches them.
-    "/stride.v1.SyncService/GetJob": ADMIN,
-    "/stride.v1.SyncService/CancelJob": ADMIN,
-    "/stride.v1.SyncService/WatchJob": ADMIN,
+    # `athletes/{athlete}/stravaConnection`
+    "/stride.v1.SyncService/GetStravaConnection": _field("name"),
+    "/stride.v1.SyncService/GetStravaAuthorizationUrl": _field("name"),
+    "/stride.v1.SyncService/ConnectStrava": _field("name"),
+    "/stride.v1.SyncService/DisconnectStrava": _field("name"),
+    "/stride.v1.SyncService/StartSync": _field("name"),
+    # Strava calls these with no credentials; the verify token and subscription id are
+    # checked by the service.
     "/stride.v1.SyncService/VerifyStravaWebhook": PUBLIC,
     "/stride.v1.SyncService/HandleStravaWebhookEvent": PUBLIC,
+    # `athletes/{athlete}/jobs/{job}`; ListJobs also takes `athletes/-` (admin only).
+    "/stride.v1.JobService/GetJob": _field("name"),
+    "/stride.v1.JobService/ListJobs": _field("parent"),
+    "/stride.v1.JobService/CancelJob": _field("name"),
+    "/stride.v1.JobService/WatchJob": _field("name"),
     "/stride.v1.AdminService/ListDeadLetters": ADMIN,
     "/stride.v1.AdminService/RetryDeadLetter": ADMIN,
     "/stride.v1.AdminService/DeleteDeadLetter": ADMIN,
@@ -95,6 +100,10 @@ def authorize(principal: Principal, method: str, request: Any = None) -> None:
         raise PermissionDenied(f"{method} needs the admin token", reason="ADMIN_ONLY")
     assert callable(rule)
     match = _ATHLETE.fullmatch(rule(request)) if request is not None else None
+    if match is not None and match.group(1) == EVERY_ATHLETE:
+        raise PermissionDenied(
+            "athletes/- (every athlete) needs the admin token", reason="ADMIN_ONLY"
+        )
     if match is None or match.group(1) != principal.athlete_id:
         raise PermissionDenied(
             f"{principal.label} may not act on this resource", reason="NOT_YOUR_RESOURCE"

@@ -314,8 +314,9 @@ class JobStore:
 
     def request_cancel(self, job_id: str) -> Job:
         """Mark cancellation requested. A job no task is running (QUEUED, WAITING) ends as
-        CANCELLED at once; a RUNNING task notices and stops itself. An ended job is returned
-        unchanged."""
+        CANCELLED at once; a RUNNING task notices and stops itself. A cancelled job is returned
+        unchanged (retries are safe); one that ended otherwise is FailedPrecondition
+        (JOB_ENDED)."""
         now = self.clock()
         event: JobEvent | None = None
         with self.db.transaction() as session:
@@ -324,6 +325,10 @@ class JobStore:
             if row is None:
                 raise self._not_found(job_id)
             state = JobState(row.state)
+            if state.terminal and state != JobState.CANCELLED:
+                raise FailedPrecondition(
+                    f"job {job_id} already ended ({state})", reason="JOB_ENDED"
+                )
             if not state.terminal:
                 row.cancel_requested = True
                 if state in (JobState.QUEUED, JobState.WAITING):

@@ -18,12 +18,15 @@ from stride.v1 import (
     admin_pb2_grpc,
     athlete_pb2,
     athlete_pb2_grpc,
+    job_pb2,
+    job_pb2_grpc,
 )
 
 from core.settings import ADMIN_DIGEST_FILE, ADMIN_TOKEN_FILE
 from server.app import SERVICE_NAMES
 from server.authorization import POLICY
 from tests.support import (
+    ADMIN_TOKEN,
     LogCapture,
     ServerThread,
     channel_as,
@@ -170,6 +173,37 @@ def test_client_stream_is_authorized_on_its_first_message(
         with pytest.raises(grpc.RpcError) as caught:
             stub.UploadActivityFile(iter(requests))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_jobs_follow_their_name_and_every_athlete_is_for_the_operator(
+    server: ServerThread, athletes: athlete_pb2_grpc.AthleteServiceStub, ada: str
+) -> None:
+    bob = _athlete(athletes, "Bob")
+    own, foreign = f"{ada}/jobs/0123abcd", f"{bob}/jobs/0123abcd"
+    with channel_as(server.address, _token(athletes, ada)) as channel:
+        jobs = job_pb2_grpc.JobServiceStub(channel)
+        # Past authorization (jobs answer UNIMPLEMENTED until they are built).
+        assert _code(lambda: jobs.GetJob(job_pb2.GetJobRequest(name=own))) == (
+            grpc.StatusCode.UNIMPLEMENTED
+        )
+        assert _code(lambda: jobs.ListJobs(job_pb2.ListJobsRequest(parent=ada))) == (
+            grpc.StatusCode.UNIMPLEMENTED
+        )
+        for call in (
+            lambda: jobs.GetJob(job_pb2.GetJobRequest(name=foreign)),
+            lambda: jobs.CancelJob(job_pb2.CancelJobRequest(name=foreign)),
+            lambda: list(jobs.WatchJob(job_pb2.WatchJobRequest(name=foreign))),
+            lambda: jobs.ListJobs(job_pb2.ListJobsRequest(parent=bob)),
+        ):
+            assert _code(call) == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.RpcError) as caught:
+            jobs.ListJobs(job_pb2.ListJobsRequest(parent="athletes/-"))
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert reason(caught.value) == "ADMIN_ONLY"
+    with channel_as(server.address, ADMIN_TOKEN) as channel:
+        jobs = job_pb2_grpc.JobServiceStub(channel)
+        every = job_pb2.ListJobsRequest(parent="athletes/-")
+        assert _code(lambda: jobs.ListJobs(every)) == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_revoked_and_expired_tokens_stop_working(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from domain.athletes import AthleteProfile
-from domain.errors import NotFound
+from domain.errors import FailedPrecondition, NotFound
 from domain.jobs import (
     IllegalTransition,
     JobEvent,
@@ -228,6 +228,11 @@ def test_cancel(store: JobStore, athlete_id: str) -> None:
     assert store.heartbeat(running.id, "w").cancel_requested
     store.transition(running.id, JobState.CANCELLED, owner="w")
     assert store.request_cancel(running.id).state == JobState.CANCELLED  # unchanged
+    done, _ = store.create(athlete_id, JobKind.STRAVA_SYNC, {})
+    store.start(done.id, "w")
+    store.transition(done.id, JobState.SUCCEEDED, owner="w")
+    with pytest.raises(FailedPrecondition):
+        store.request_cancel(done.id)
     with pytest.raises(NotFound):
         store.request_cancel("missing")
 

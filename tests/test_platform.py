@@ -22,6 +22,7 @@ STRIDE_SERVICES = {
     "stride.v1.AthleteService",
     "stride.v1.ActivityService",
     "stride.v1.AnalyticsService",
+    "stride.v1.JobService",
     "stride.v1.SyncService",
     "stride.v1.AdminService",
 }
