@@ -10,6 +10,7 @@ _ID = r"[a-z0-9][a-z0-9-]{0,62}"
 _ATHLETE = re.compile(rf"athletes/({_ID})")
 _ACCESS_TOKEN = re.compile(rf"athletes/({_ID})/accessTokens/({_ID})")
 _ACTIVITY = re.compile(rf"athletes/({_ID})/activities/({_ID})")
+_JOB = re.compile(rf"athletes/({_ID})/jobs/({_ID})")
 
 
 def athlete_name(athlete_id: str) -> str:
@@ -18,6 +19,19 @@ def athlete_name(athlete_id: str) -> str:
 
 def activity_name(athlete_id: str, activity_id: str) -> str:
     return f"athletes/{athlete_id}/activities/{activity_id}"
+
+
+def job_name(athlete_id: str, job_id: str) -> str:
+    return f"athletes/{athlete_id}/jobs/{job_id}"
+
+
+def parse_job(name: str, field: str, violations: Violations | None = None) -> tuple[str, str]:
+    """(athlete id, job id) in `athletes/{athlete}/jobs/{job}`."""
+    match = _JOB.fullmatch(name)
+    if match:
+        return match.group(1), match.group(2)
+    _reject(name, field, "athletes/{athlete}/jobs/{job}", violations)
+    return "", ""
 
 
 def access_token_name(athlete_id: str, token_id: str) -> str:
