@@ -67,6 +67,8 @@ class Activity:
     update_time: dt.datetime
     # Incremented by every update; the etag is derived from it (domain.etags).
     revision: int = 1
+    # The job (sync, import) that created it; None for manual entries.
+    source_job_id: str | None = None
 
     @property
     def etag(self) -> str:
@@ -79,6 +81,8 @@ class ActivityFilter:
     start_to: dt.datetime | None = None
     sport_types: tuple[str, ...] = ()
     descending: bool = False
+    # Only what this job (of the same athlete) created.
+    source_job_id: str | None = None
 
 
 @dataclass(frozen=True)

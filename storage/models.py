@@ -105,6 +105,8 @@ class ActivityRow(Base):
     # Unique per (athlete, source); NULL for manual entries, so those never collide.
     external_id: Mapped[str | None] = mapped_column(String(200))
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The job (sync, import) that created the activity; kept after the job expires.
+    source_job_id: Mapped[str | None] = mapped_column(String(64))
     # The source's record (Strava JSON, file summary), kept to recompute derived fields.
     raw: Mapped[dict[str, Any] | None]
     sample_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -118,6 +120,7 @@ class ActivityRow(Base):
         UniqueConstraint("athlete_id", "request_id"),
         Index(None, "athlete_id", "start_time", "id"),
         Index(None, "athlete_id", "sport_type", "start_time"),
+        Index(None, "athlete_id", "source_job_id", "start_time", "id"),
     )
 
 

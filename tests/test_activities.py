@@ -10,7 +10,9 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
+from domain.activities import ActivityEdit, Measurements, Source
 from storage.database import Database
+from storage.repositories.activities import ActivityRepository
 from tests.support import ServerThread, seed_activity_with_samples, violations
 
 Stub = activity_pb2_grpc.ActivityServiceStub
@@ -330,3 +332,48 @@ def test_stream_of_missing_activity_is_not_found(activities: Stub, athlete: str)
             )
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_pages_through_what_one_job_created(
+    server: ServerThread, activities: activity_pb2_grpc.ActivityServiceStub, athlete: str
+) -> None:
+    assert server.running is not None
+    athlete_id = athlete.split("/")[1]
+    start = dt.datetime(2025, 3, 1, 7, tzinfo=dt.UTC)
+    with server.running.database.transaction() as session:
+        repo = ActivityRepository(session)
+        for i in range(5):
+            repo.add(
+                athlete_id,
+                ActivityEdit(title=f"Imported {i}", sport_type="Run"),
+                Measurements(
+                    start_time=start + dt.timedelta(days=i), elapsed=dt.timedelta(hours=1)
+                ),
+                source=Source.FILE,
+                external_id=f"file-{i}.fit",
+                source_job_id="job-a" if i % 2 == 0 else "job-b",
+            )
+    job = f"{athlete}/jobs/job-a"
+    seen, token = [], ""
+    while True:
+        page = activities.ListActivities(
+            activity_pb2.ListActivitiesRequest(
+                parent=athlete, source_job=job, page_size=2, page_token=token
+            )
+        )
+        seen += [(a.title, a.source_job) for a in page.activities]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [(f"Imported {i}", job) for i in (0, 2, 4)]
+
+    with pytest.raises(grpc.RpcError) as caught:
+        activities.ListActivities(
+            activity_pb2.ListActivitiesRequest(parent=athlete, source_job="athletes/other/jobs/x")
+        )
+    assert violations(caught.value) == {"source_job": "must be a job of `parent`"}
+    with pytest.raises(grpc.RpcError) as caught:
+        activities.ListActivities(
+            activity_pb2.ListActivitiesRequest(parent=athlete, source_job="jobs/x")
+        )
+    assert set(violations(caught.value)) == {"source_job"}

@@ -171,6 +171,11 @@ def activity_to_proto(activity: Activity) -> activity_pb2.Activity:
         create_time=datetime_to_timestamp(activity.create_time),
         update_time=datetime_to_timestamp(activity.update_time),
         etag=activity.etag,
+        source_job=(
+            names.job_name(activity.athlete_id, activity.source_job_id)
+            if activity.source_job_id
+            else ""
+        ),
     )
 
 

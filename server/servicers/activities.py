@@ -106,6 +106,7 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
                 )
             ),
             descending=request.descending,
+            source_job_id=_source_job(request.source_job, athlete_id, violations),
         )
         violations.raise_if_any()
         activities, token = await self._run(
@@ -149,6 +150,16 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         context: Context,
     ) -> job_pb2.Job:
         raise NotImplementedError  # file import arrives with the import jobs
+
+
+def _source_job(name: str, athlete_id: str, violations: Violations) -> str | None:
+    """The job id of a `source_job` filter, which must be a job of the listed athlete."""
+    if not name:
+        return None
+    job_athlete, job_id = names.parse_job(name, "source_job", violations)
+    if job_id and job_athlete != athlete_id:
+        violations.add("source_job", "must be a job of `parent`")
+    return job_id or None
 
 
 def _sample_query(

@@ -53,6 +53,7 @@ def _to_domain(row: ActivityRow | Row[Any]) -> Activity:
         create_time=row.create_time,
         update_time=row.update_time,
         revision=row.revision,
+        source_job_id=row.source_job_id,
     )
 
 
@@ -70,6 +71,7 @@ class ActivityRepository:
         external_id: str | None = None,
         request_id: str | None = None,
         raw: dict[str, Any] | None = None,
+        source_job_id: str | None = None,
     ) -> Activity:
         now = dt.datetime.now(dt.UTC)
         m = measurements
@@ -92,6 +94,7 @@ class ActivityRepository:
             external_id=external_id,
             request_id=request_id,
             raw=raw,
+            source_job_id=source_job_id,
             sample_count=0,
             revision=1,
             create_time=now,
@@ -167,6 +170,8 @@ class ActivityRepository:
             query = query.where(ActivityRow.start_time < where.start_to)
         if where.sport_types:
             query = query.where(ActivityRow.sport_type.in_(where.sport_types))
+        if where.source_job_id is not None:
+            query = query.where(ActivityRow.source_job_id == where.source_job_id)
         if where.descending:
             query = query.order_by(ActivityRow.start_time.desc(), ActivityRow.id.desc())
         else:
