@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # A stream whose client reads nothing (or, for client streams, sends nothing) for this
     # long is ended with DEADLINE_EXCEEDED.
     stream_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # WatchJob sends a heartbeat when nothing else was sent for this long (below the idle
+    # timeouts of proxies and load balancers on the way).
+    watch_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Entries a repeated request field may hold; larger requests are refused before any
     # per-entry work.
     max_repeated_field_entries: int = Field(default=1000, ge=1)

@@ -22,6 +22,10 @@ class StrideError(Exception):
         if reason is not None:
             self.reason = reason
 
+    def error_metadata(self) -> dict[str, str]:
+        """Extra ErrorInfo metadata a client acts on (none by default)."""
+        return {}
+
 
 class InvalidArgument(StrideError):
     reason = "INVALID_ARGUMENT"

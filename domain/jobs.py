@@ -88,13 +88,26 @@ class EventsExpired(FailedPrecondition):
 
     reason = "JOB_EVENTS_EXPIRED"
 
-    def __init__(self, job_id: str, after_sequence: int, oldest_kept: int) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        after_sequence: int,
+        oldest_kept: int,
+        last_event_sequence: int | None = None,
+    ) -> None:
         super().__init__(
             f"events of job {job_id} after sequence {after_sequence} are no longer kept;"
             f" the oldest kept is {oldest_kept}"
         )
         self.after_sequence = after_sequence
         self.oldest_kept = oldest_kept
+        self.last_event_sequence = last_event_sequence
+
+    def error_metadata(self) -> dict[str, str]:
+        metadata = {"first_retained_sequence": str(self.oldest_kept)}
+        if self.last_event_sequence is not None:
+            metadata["last_event_sequence"] = str(self.last_event_sequence)
+        return metadata
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from core.telemetry import instrument_engine
 from domain.pagination import PageTokens
 from services.activities import ActivityService
 from services.athletes import AthleteService
+from services.jobs import JobService, JobStore
 from services.paging import Paging
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
@@ -69,6 +70,15 @@ class Runtime:
         if self.redis is not None:
             return RedisBus(self.redis, self.async_redis, self.settings.redis_key_prefix)
         return InProcessBus()
+
+    @cached_property
+    def job_store(self) -> JobStore:
+        """Jobs and their events, published on `job_bus` after each commit."""
+        return JobStore(self.database, self.job_bus)
+
+    @cached_property
+    def jobs(self) -> JobService:
+        return JobService(self.job_store, self.paging)
 
     @property
     def inprocess_workers(self) -> bool:

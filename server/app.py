@@ -56,6 +56,7 @@ from server.ratelimit import RateLimiter
 from server.servicers.activities import ActivityServicer
 from server.servicers.admin import AdminServicer
 from server.servicers.athletes import AthleteServicer
+from server.servicers.jobs import JobServicer
 from services.tokens import AccessTokenService
 from storage import migrate
 from storage.database import Database
@@ -200,10 +201,12 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
     admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(monitor), server)
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
-    jobs = job_pb2_grpc.JobServiceServicer()  # type: ignore[abstract]
     sync = sync_pb2_grpc.SyncServiceServicer()  # type: ignore[abstract]
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(analytics, server)
-    job_pb2_grpc.add_JobServiceServicer_to_server(jobs, server)
+    job_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(runtime.jobs, runtime.job_bus, runner, settings.watch_heartbeat_seconds),
+        server,
+    )
     sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable(server, [*SERVICE_NAMES, "grpc.health.v1.Health"])

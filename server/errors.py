@@ -146,6 +146,7 @@ def from_exception(exc: BaseException, method: str) -> RpcError | None:
                     description=exc.message,
                 )
             )
+        metadata.update(exc.error_metadata())
         retry_after = exc.retry_after_seconds if isinstance(exc, RetryableError) else None
         return _status(
             code, exc.message, exc.reason, *details, retry_after=retry_after, metadata=metadata

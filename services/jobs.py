@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncGenerator, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,7 +17,8 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from core.job_bus import BusUnavailable, JobEventBus, Subscription
-from domain.errors import FailedPrecondition, NotFound
+from domain import names
+from domain.errors import FailedPrecondition, NotFound, Violations
 from domain.jobs import (
     RESOURCE,
     DeadLetter,
@@ -29,6 +30,7 @@ from domain.jobs import (
     Progress,
     check_transition,
 )
+from services.paging import Paging
 from storage.database import Database
 from storage.models import JobRow
 from storage.repositories.jobs import JobRepository, to_job
@@ -415,6 +417,74 @@ def _check_owner(row: JobRow, owner: str | None, now: dt.datetime) -> None:
         raise LeaseLost(f"job {row.id} is no longer leased by {owner}")
 
 
+# The API's use cases (JobService) ------------------------------------------------------------
+
+
+class JobService:
+    """Get, list, cancel and prepare to watch jobs by their resource names: a job answers
+    only under its own athlete (NotFound otherwise)."""
+
+    def __init__(self, store: JobStore, paging: Paging) -> None:
+        self.store = store
+        self.paging = paging
+
+    def get(self, athlete_id: str, job_id: str) -> Job:
+        try:
+            job = self.store.get(job_id)
+        except NotFound:
+            job = None
+        if job is None or job.athlete_id != athlete_id:
+            raise NotFound(RESOURCE, names.job_name(athlete_id, job_id))
+        return job
+
+    def list_page(
+        self,
+        athlete_id: str | None,
+        states: Collection[JobState],
+        kinds: Collection[JobKind],
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[Job], str]:
+        """`athlete_id` None: every athlete's jobs. Newest first; the token binds the filters."""
+        violations = Violations()
+        size = self.paging.size(page_size, violations)
+        violations.raise_if_any()
+        states = sorted(set(states))
+        kinds = sorted(set(kinds))
+        query = f"jobs|{athlete_id or '-'}|{','.join(states)}|{','.join(kinds)}"
+        after = self.paging.time_key(page_token, query)
+        rows = self.store.list_jobs(
+            athlete_id, states=states, kinds=kinds, after=after, limit=size + 1
+        )
+        token = self.paging.next_token(query, rows, size, lambda j: (j.create_time, j.id))
+        return rows[:size], token
+
+    def cancel(self, athlete_id: str, job_id: str) -> Job:
+        self.get(athlete_id, job_id)
+        return self.store.request_cancel(job_id)
+
+    def open_watch(self, athlete_id: str, job_id: str, after_sequence: int) -> Job:
+        """The job, once `after_sequence` is checked: InvalidArgument when negative or beyond
+        the last event, EventsExpired when events after it are no longer all kept."""
+        violations = Violations()
+        if after_sequence < 0:
+            violations.add("after_sequence", "must not be negative")
+            violations.raise_if_any()
+        job = self.get(athlete_id, job_id)
+        if after_sequence > job.last_event_sequence:
+            violations.add(
+                "after_sequence",
+                f"must not be beyond the job's last event ({job.last_event_sequence})",
+            )
+            violations.raise_if_any()
+        if after_sequence < job.last_event_sequence:
+            oldest = self.store.oldest_sequence(job_id)
+            if oldest is None or oldest > after_sequence + 1:
+                first = job.last_event_sequence + 1 if oldest is None else oldest
+                raise EventsExpired(job_id, after_sequence, first, job.last_event_sequence)
+        return job
+
+
 # Watching -----------------------------------------------------------------------------------
 
 
@@ -448,7 +518,7 @@ async def watch(
     recheck_seconds: float = 5.0,
     poll_seconds: float = 1.0,
     resubscribe_seconds: float = 5.0,
-) -> AsyncIterator[JobEvent]:
+) -> AsyncGenerator[JobEvent, None]:
     """The job's events after `after_sequence`, in order, each once, ending with the event
     that ends the job. Subscribes first, then replays the database, then takes live events,
     skipping those already seen; a gap in live events, `recheck_seconds` without one, or a

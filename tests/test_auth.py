@@ -182,13 +182,11 @@ def test_jobs_follow_their_name_and_every_athlete_is_for_the_operator(
     own, foreign = f"{ada}/jobs/0123abcd", f"{bob}/jobs/0123abcd"
     with channel_as(server.address, _token(athletes, ada)) as channel:
         jobs = job_pb2_grpc.JobServiceStub(channel)
-        # Past authorization (jobs answer UNIMPLEMENTED until they are built).
+        # Past authorization: the own (missing) job is NOT_FOUND, the own list answers.
         assert _code(lambda: jobs.GetJob(job_pb2.GetJobRequest(name=own))) == (
-            grpc.StatusCode.UNIMPLEMENTED
+            grpc.StatusCode.NOT_FOUND
         )
-        assert _code(lambda: jobs.ListJobs(job_pb2.ListJobsRequest(parent=ada))) == (
-            grpc.StatusCode.UNIMPLEMENTED
-        )
+        assert not jobs.ListJobs(job_pb2.ListJobsRequest(parent=ada)).jobs
         for call in (
             lambda: jobs.GetJob(job_pb2.GetJobRequest(name=foreign)),
             lambda: jobs.CancelJob(job_pb2.CancelJobRequest(name=foreign)),
@@ -203,7 +201,7 @@ def test_jobs_follow_their_name_and_every_athlete_is_for_the_operator(
     with channel_as(server.address, ADMIN_TOKEN) as channel:
         jobs = job_pb2_grpc.JobServiceStub(channel)
         every = job_pb2.ListJobsRequest(parent="athletes/-")
-        assert _code(lambda: jobs.ListJobs(every)) == grpc.StatusCode.UNIMPLEMENTED
+        assert not jobs.ListJobs(every).jobs  # the operator may list across athletes
 
 
 def test_revoked_and_expired_tokens_stop_working(
