@@ -17,6 +17,7 @@ from domain.jobs import JobEvent, JobKind, JobState
 from server.authorization import EVERY_ATHLETE
 from server.blocking import BlockingRunner
 from server.convert import jobs as convert
+from server.interceptors.base import when_done
 from services.jobs import JobService, watch
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -103,6 +104,13 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
                 await queue.put(exc)
 
         task = asyncio.create_task(pump(), name=f"watch {job_id}")
+
+        def stop_watch() -> None:
+            # A client that goes away leaves this generator suspended, not closed (its
+            # `finally` waits for garbage collection): stop the watch when the call ends.
+            task.cancel()
+
+        when_done(context, stop_watch)
         try:
             while True:
                 try:
