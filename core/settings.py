@@ -146,6 +146,21 @@ class Settings(BaseSettings):
     # token keeps working on other replicas for at most this long. 0 looks up every call.
     auth_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # Strava (off unless both the client id and secret of the deployment's application are set)
+    strava_api_url: str = "https://www.strava.com/api/v3"
+    strava_oauth_url: str = "https://www.strava.com/oauth"
+    strava_client_id: str | None = None
+    strava_client_secret: SecretStr | None = None
+    strava_verify_token: SecretStr | None = None
+    # Encrypts Strava tokens at rest; several comma-separated keys: the first encrypts, all
+    # decrypt (rotation). Required when Strava is configured.
+    token_encryption_key: SecretStr | None = None
+    strava_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    strava_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    strava_max_attempts: int = Field(default=4, ge=1)
+    strava_circuit_threshold: int = Field(default=5, ge=1)
+    strava_circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
+
     # API behaviour
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=1000, ge=1)
@@ -190,6 +205,23 @@ class Settings(BaseSettings):
         if self.default_page_size > self.max_page_size:
             raise ValueError("STRIDE_DEFAULT_PAGE_SIZE must not exceed STRIDE_MAX_PAGE_SIZE")
         return self
+
+    @model_validator(mode="after")
+    def _check_strava(self) -> Settings:
+        if (self.strava_client_id is None) != (self.strava_client_secret is None):
+            raise ValueError(
+                "STRIDE_STRAVA_CLIENT_ID and STRIDE_STRAVA_CLIENT_SECRET are set together"
+            )
+        if self.strava_enabled and not _given(self.token_encryption_key):
+            raise ValueError("STRIDE_TOKEN_ENCRYPTION_KEY must be set when Strava is configured")
+        for name in ("strava_api_url", "strava_oauth_url"):
+            if urlsplit(getattr(self, name)).scheme not in ("http", "https"):
+                raise ValueError(f"STRIDE_{name.upper()} must be an http(s) URL")
+        return self
+
+    @property
+    def strava_enabled(self) -> bool:
+        return self.strava_client_id is not None and self.strava_client_secret is not None
 
     @property
     def embedded(self) -> bool:
