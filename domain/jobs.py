@@ -246,3 +246,7 @@ class DeadLetter:
     error: dict[str, Any]
     attempts: int
     create_time: dt.datetime
+    request_id: str = ""
+    trace_id: str = ""
+    # The athlete of `job_id` (its resource name is under the athlete).
+    job_athlete_id: str | None = None

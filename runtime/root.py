@@ -24,11 +24,13 @@ from core.telemetry import instrument_engine
 from domain.pagination import PageTokens
 from services.activities import ActivityService
 from services.athletes import AthleteService
+from services.dead_letters import DeadLetterService
 from services.jobs import JobService, JobStore
 from services.paging import Paging
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
 from tasks.declare import TaskRef
+from tasks.jobs import JOB_TASKS
 from tasks.queue import StrideHuey, make_huey, sqlite_queue_path
 
 DATABASE_FILE = "stride.db"
@@ -79,6 +81,16 @@ class Runtime:
     @cached_property
     def jobs(self) -> JobService:
         return JobService(self.job_store, self.paging)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterService:
+        """Tasks that failed for good. Without paging (a worker only records them) until
+        `admin_dead_letters` is asked for."""
+        return DeadLetterService(self.job_store, self.huey, JOB_TASKS)
+
+    @cached_property
+    def admin_dead_letters(self) -> DeadLetterService:
+        return DeadLetterService(self.job_store, self.huey, JOB_TASKS, self.paging)
 
     @property
     def inprocess_workers(self) -> bool:
@@ -131,7 +143,12 @@ def open_runtime(
     except BaseException:
         database.dispose()
         raise
-    return Runtime(settings, database, client, huey)
+    runtime = Runtime(settings, database, client, huey)
+    # Task bodies reach the runtime through `tasks.queue.current_queue().resources`; tasks
+    # that fail for good become dead letters.
+    huey.resources = runtime
+    huey.on_final_failure = lambda failure: runtime.dead_letters.record(failure)
+    return runtime
 
 
 def build_database(settings: Settings) -> Database:

@@ -198,7 +198,9 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
         ActivityServicer(runtime.activities, runner, settings.sample_chunk_size),
         server,
     )
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(monitor), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(monitor, runtime.admin_dead_letters, runner), server
+    )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
     sync = sync_pb2_grpc.SyncServiceServicer()  # type: ignore[abstract]

@@ -308,9 +308,12 @@ class JobStore:
             raise self._not_found(job_id)
         return cancel
 
-    def release(self, job_id: str, owner: str) -> None:
+    def release(self, job_id: str, owner: str, *, requeue: bool = False) -> None:
+        """Give up the lease. `requeue`: the task failed and Huey will retry it; should that
+        retry be lost, the sweeper re-enqueues the job after the claim deadline."""
+        deadline = self.clock() + self.claim_deadline if requeue else None
         with self.db.transaction() as session:
-            JobRepository(session).release(job_id, owner)
+            JobRepository(session).release(job_id, owner, deadline)
 
     # Cancelling ---------------------------------------------------------------------------
 
@@ -375,6 +378,44 @@ class JobStore:
                 log.info("job re-enqueued", job_id=candidate.id, state=candidate.state.value)
         return requeued
 
+    def fail(self, job_id: str, error: dict[str, Any], message: str = "") -> JobEvent | None:
+        """End a job FAILED with `error` (an event) whoever holds its lease: its task failed
+        for good. None when it had already ended (cancelled meanwhile)."""
+        now = self.clock()
+        with self.db.transaction() as session:
+            repo = JobRepository(session)
+            row = repo.lock(job_id)
+            if row is None or JobState(row.state).terminal:
+                return None
+            row.error = error
+            event = repo.append_event(row, state=JobState.FAILED, message=message, now=now)
+        self._publish(event)
+        return event
+
+    def reopen(self, job_id: str, message: str) -> Job:
+        """A FAILED job back to QUEUED (an event) with a fresh claim deadline, for its task to
+        be enqueued again (a retried dead letter). FailedPrecondition (JOB_NOT_FAILED) unless
+        the job failed."""
+        now = self.clock()
+        with self.db.transaction() as session:
+            repo = JobRepository(session)
+            row = repo.lock(job_id)
+            if row is None:
+                raise self._not_found(job_id)
+            if row.state != JobState.FAILED.value:
+                raise FailedPrecondition(
+                    f"job {job_id} is {row.state}, not FAILED", reason="JOB_NOT_FAILED"
+                )
+            row.error = None
+            row.end_time = None
+            row.cancel_requested = False
+            event = repo.append_event(row, state=JobState.QUEUED, message=message, now=now)
+            row.lease_owner = None
+            row.lease_expire_time = now + self.claim_deadline
+            job = to_job(row)
+        self._publish(event)
+        return job
+
     def prune_events(self) -> int:
         with self.db.transaction() as session:
             return JobRepository(session).prune_events(self.clock() - self.retention)
@@ -388,9 +429,14 @@ class JobStore:
         args: dict[str, Any],
         error: dict[str, Any],
         attempts: int,
+        *,
+        request_id: str = "",
+        trace_id: str = "",
     ) -> DeadLetter:
         with self.db.transaction() as session:
-            return JobRepository(session).add_dead_letter(task_name, job_id, args, error, attempts)
+            return JobRepository(session).add_dead_letter(
+                task_name, job_id, args, error, attempts, request_id=request_id, trace_id=trace_id
+            )
 
     def list_dead_letters(
         self, after: tuple[dt.datetime, str] | None = None, limit: int = 50

@@ -202,6 +202,9 @@ class DeadLetterRow(Base):
     error: Mapped[dict[str, Any]]
     attempts: Mapped[int] = mapped_column(Integer)
     create_time: Mapped[dt.datetime] = mapped_column(default=_now, index=True)
+    # The request and trace that enqueued the task ("" when unknown).
+    request_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    trace_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
 
 
 class AccessTokenRow(Base):

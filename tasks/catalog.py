@@ -7,5 +7,6 @@ from typing import Any
 
 from tasks.declare import TaskRef
 from tasks.diagnostics import ping
+from tasks.jobs import prune_job_events, run_job, sweep_leases
 
-ALL: tuple[TaskRef[..., Any], ...] = (ping,)
+ALL: tuple[TaskRef[..., Any], ...] = (ping, run_job, sweep_leases, prune_job_events)

@@ -10,16 +10,20 @@ What Stride adds to Huey (`StrideHuey`):
   attempt number travelling with the task; final failures go to Sentry;
 * periodic tasks run once per slot across every consumer: the first scheduler to claim
   `(task, slot)` enqueues it (a Redis `SET NX EX`, or a row in the SQLite queue file);
-* tasks a stopping consumer could not finish within its grace period go back on the queue.
+* tasks a stopping consumer could not finish within its grace period go back on the queue;
+* a task that fails for good (retries exhausted, or `PermanentFailure`) is handed to
+  `on_final_failure` (the runtime stores it as a dead letter, see services/dead_letters.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import functools
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec
 
@@ -36,7 +40,16 @@ from tasks.context import ATTEMPT_KEY, CONTEXT_KWARG, attempt_of, capture, task_
 from tasks.declare import TaskRef
 from tasks.retry import Backoff
 
-__all__ = ["NAME", "InProcessWorkers", "StrideHuey", "make_huey", "sqlite_queue_path"]
+__all__ = [
+    "NAME",
+    "FinalFailure",
+    "InProcessWorkers",
+    "PermanentFailure",
+    "StrideHuey",
+    "current_queue",
+    "make_huey",
+    "sqlite_queue_path",
+]
 
 NAME = "stride"
 P = ParamSpec("P")
@@ -44,6 +57,35 @@ log = structlog.get_logger(__name__)
 _SENTRY_KWARG = "sentry_headers"
 # Exceptions that steer Huey (retry now, cancel, locked, rate limited) rather than fail.
 _CONTROL = (HueyException, CancelExecution, RetryTask)
+_CURRENT: contextvars.ContextVar[StrideHuey | None] = contextvars.ContextVar(
+    "stride_current_queue", default=None
+)
+
+
+class PermanentFailure(Exception):
+    """Raised by a task body for a failure no retry fixes: it fails for good at once."""
+
+
+@dataclass(frozen=True)
+class FinalFailure:
+    """A task that failed for good, as `StrideHuey.on_final_failure` receives it."""
+
+    task_name: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    error_type: str
+    error_message: str
+    attempts: int
+    request_id: str
+    trace_id: str
+
+
+def current_queue() -> StrideHuey:
+    """The queue running the current task (inside a task body only)."""
+    huey = _CURRENT.get()
+    if huey is None:
+        raise RuntimeError("current_queue() outside a task run by a StrideHuey")
+    return huey
 
 
 def sqlite_queue_path(settings: Settings) -> Path:
@@ -79,7 +121,12 @@ class StrideHuey(Huey):  # type: ignore[misc]
         super().__init__(name, **options)
         self.key_prefix = key_prefix
         self._installed: dict[str, Any] = {}
+        self._by_name: dict[str, Any] = {}
         self._seen_slots: dict[str, int] = {}
+        # Set by the composition root: what task bodies reach through `current_queue()`
+        # (the runtime), and where tasks that failed for good go (dead letters).
+        self.resources: Any = None
+        self.on_final_failure: Callable[[FinalFailure], object] | None = None
         self.signal(signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)
 
     def get_task_wrapper_class(self) -> type[TaskWrapper]:
@@ -106,6 +153,7 @@ class StrideHuey(Huey):  # type: ignore[misc]
             else:
                 wrapper = self.periodic_task(_every_slot, stride_every=ref.every, **options)(ref.fn)
             self._installed[ref.key] = wrapper
+            self._by_name[ref.name] = wrapper
 
     def submit(self, ref: TaskRef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
         """Enqueue a declared task with the caller's request id and trace context; returns
@@ -117,6 +165,15 @@ class StrideHuey(Huey):  # type: ignore[misc]
             raise LookupError(f"task {ref.key} is not installed on this queue") from None
         eta = normalize_time(None, ref.delay, self.utc) if ref.delay else None
         return self.enqueue(wrapper.task_class(args, kwargs, priority=ref.priority, eta=eta))
+
+    def submit_named(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Enqueue an installed task by its name (a dead letter's retry), with its declared
+        priority and a fresh set of retries."""
+        try:
+            wrapper = self._by_name[name]
+        except KeyError:
+            raise LookupError(f"task {name} is not installed on this queue") from None
+        return self.enqueue(wrapper.task_class(tuple(args), dict(kwargs)))
 
     async def submit_async(self, ref: TaskRef[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> Any:
         # to_thread copies the context variables, so capture() sees the caller's request.
@@ -239,6 +296,7 @@ class _StrideTaskWrapper(TaskWrapper):  # type: ignore[misc]
         label = name or body.__name__
         backoff: Backoff | None = settings.pop("backoff", None)
         wants_task = context
+        huey: StrideHuey = self.huey
 
         @functools.wraps(body)
         def run(*args: Any, task: Any, **kwargs: Any) -> Any:
@@ -252,13 +310,16 @@ class _StrideTaskWrapper(TaskWrapper):  # type: ignore[misc]
             with task_scope(label, carried, task_id=task.id, attempt=attempt):
                 log.info("task started", priority=task.priority)
                 started = time.perf_counter()
+                token = _CURRENT.set(huey)
                 try:
                     result = body(*args, **kwargs)
                 except _CONTROL:
                     raise
                 except Exception as exc:
-                    _failed(task, exc, carried, attempt, backoff)
+                    _failed(huey, task, exc, carried, attempt, backoff)
                     raise
+                finally:
+                    _CURRENT.reset(token)
                 log.info("task finished", duration_ms=_ms_since(started))
                 return result
 
@@ -266,10 +327,18 @@ class _StrideTaskWrapper(TaskWrapper):  # type: ignore[misc]
 
 
 def _failed(
-    task: Any, exc: Exception, carried: dict[str, str], attempt: int, backoff: Backoff | None
+    huey: StrideHuey,
+    task: Any,
+    exc: Exception,
+    carried: dict[str, str],
+    attempt: int,
+    backoff: Backoff | None,
 ) -> None:
     """Log the failure in the task's context; when retries remain, choose the delay and
-    advance the attempt carried with the task (Huey re-serializes it for the retry)."""
+    advance the attempt carried with the task (Huey re-serializes it for the retry). A final
+    failure is reported and handed to `huey.on_final_failure` (a dead letter)."""
+    if isinstance(exc, PermanentFailure):
+        task.retries = 0  # Huey reads it after the body raised: no retry
     if task.retries > 0:
         if backoff is not None:
             task.retry_delay = backoff.delay(attempt)
@@ -282,6 +351,22 @@ def _failed(
     report(exc, task=str(task.name), task_id=str(task.id), attempt=str(attempt),
            request_id=str(context.get("request_id", "")),
            trace_id=str(context.get("trace_id", "")))  # fmt: skip
+    if huey.on_final_failure is None:
+        return
+    failure = FinalFailure(
+        task_name=str(task.name),
+        args=list(task.args),
+        kwargs={k: v for k, v in task.kwargs.items() if k not in (CONTEXT_KWARG, _SENTRY_KWARG)},
+        error_type=type(exc).__name__,
+        error_message=str(exc),
+        attempts=attempt,
+        request_id=str(context.get("request_id", "")),
+        trace_id=str(context.get("trace_id", "")),
+    )
+    try:
+        huey.on_final_failure(failure)
+    except Exception as sink_error:  # the database is down: the log line above remains
+        log.error("dead letter not stored", error=repr(sink_error), exc_info=sink_error)
 
 
 def _ms_since(started: float) -> float:

@@ -58,7 +58,7 @@ def to_job(row: JobRow) -> Job:
     )
 
 
-def _to_dead_letter(row: DeadLetterRow) -> DeadLetter:
+def _to_dead_letter(row: DeadLetterRow, job_athlete_id: str | None = None) -> DeadLetter:
     return DeadLetter(
         id=row.id,
         task_name=row.task_name,
@@ -67,6 +67,9 @@ def _to_dead_letter(row: DeadLetterRow) -> DeadLetter:
         error=dict(row.error),
         attempts=row.attempts,
         create_time=row.create_time,
+        request_id=row.request_id or "",
+        trace_id=row.trace_id or "",
+        job_athlete_id=job_athlete_id,
     )
 
 
@@ -215,11 +218,13 @@ class JobRepository:
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def release(self, job_id: str, owner: str) -> bool:
+    def release(self, job_id: str, owner: str, deadline: dt.datetime | None = None) -> bool:
+        """Give up `owner`'s lease; `deadline`: when the sweeper re-enqueues the job if no
+        worker has claimed it again by then (None: never)."""
         result = self.session.execute(
             update(JobRow)
             .where(JobRow.id == job_id, JobRow.lease_owner == owner)
-            .values(lease_owner=None, lease_expire_time=None)
+            .values(lease_owner=None, lease_expire_time=deadline)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -323,6 +328,9 @@ class JobRepository:
         args: dict[str, Any],
         error: dict[str, Any],
         attempts: int,
+        *,
+        request_id: str = "",
+        trace_id: str = "",
     ) -> DeadLetter:
         row = DeadLetterRow(
             id=uuid.uuid4().hex,
@@ -332,26 +340,41 @@ class JobRepository:
             error=error,
             attempts=attempts,
             create_time=_now(),
+            request_id=request_id,
+            trace_id=trace_id,
         )
         self.session.add(row)
         self.session.flush()
-        return _to_dead_letter(row)
+        athlete_id = None
+        if job_id is not None:
+            athlete_id = self.session.scalar(select(JobRow.athlete_id).where(JobRow.id == job_id))
+        return _to_dead_letter(row, athlete_id)
 
     def list_dead_letters(
         self, after: tuple[dt.datetime, str] | None = None, limit: int = 50
     ) -> list[DeadLetter]:
         """Newest first, keyset-paginated on (create_time, id)."""
-        query = select(DeadLetterRow)
+        query = select(DeadLetterRow, JobRow.athlete_id).outerjoin(
+            JobRow, JobRow.id == DeadLetterRow.job_id
+        )
         if after is not None:
             query = query.where(
                 after_position(DeadLetterRow.create_time, DeadLetterRow.id, after, descending=True)
             )
         query = query.order_by(DeadLetterRow.create_time.desc(), DeadLetterRow.id.desc())
-        return [_to_dead_letter(row) for row in self.session.scalars(query.limit(limit))]
+        rows = self.session.execute(query.limit(limit))
+        return [_to_dead_letter(row, athlete_id) for row, athlete_id in rows]
 
     def get_dead_letter(self, dead_letter_id: str) -> DeadLetter | None:
         row = self.session.get(DeadLetterRow, dead_letter_id)
-        return None if row is None else _to_dead_letter(row)
+        if row is None:
+            return None
+        athlete_id = None
+        if row.job_id is not None:
+            athlete_id = self.session.scalar(
+                select(JobRow.athlete_id).where(JobRow.id == row.job_id)
+            )
+        return _to_dead_letter(row, athlete_id)
 
     def delete_dead_letter(self, dead_letter_id: str) -> bool:
         result = self.session.execute(
