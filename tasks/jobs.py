@@ -76,14 +76,18 @@ def enqueue_job(huey: JobQueue, job: Job) -> None:
     huey.submit(run_job, job.id)
 
 
-def _store() -> JobStore:
-    store: JobStore = current_queue().resources.job_store
+def _store() -> JobStore | None:
+    """The runtime's job store (None on a queue built without a runtime, as in tests)."""
+    resources = current_queue().resources
+    store: JobStore | None = None if resources is None else resources.job_store
     return store
 
 
 @task(retries=3)
 def run_job(job_id: str) -> None:
     store = _store()
+    if store is None:
+        raise PermanentFailure("this queue has no job store")
     job = store.get(job_id)
     runner = _RUNNERS.get(job.kind)
     if runner is None:
@@ -120,14 +124,16 @@ def sweep_once(store: JobStore, huey: JobQueue) -> int:
 @periodic(SWEEP_EVERY, priority=priority.MAINTENANCE)
 def sweep_leases() -> int:
     """Once per SWEEP_EVERY across all workers: jobs whose worker died run again."""
-    return sweep_once(_store(), current_queue())
+    store = _store()
+    return 0 if store is None else sweep_once(store, current_queue())
 
 
 @periodic(PRUNE_EVERY, priority=priority.MAINTENANCE)
 def prune_job_events() -> int:
     """Once an hour: drop the events of jobs that ended more than the retention ago (each
     job keeps its last event)."""
-    deleted = _store().prune_events()
+    store = _store()
+    deleted = 0 if store is None else store.prune_events()
     if deleted:
         log.info("job events pruned", count=deleted)
     return deleted

@@ -351,8 +351,8 @@ def _failed(
     report(exc, task=str(task.name), task_id=str(task.id), attempt=str(attempt),
            request_id=str(context.get("request_id", "")),
            trace_id=str(context.get("trace_id", "")))  # fmt: skip
-    if huey.on_final_failure is None:
-        return
+    if huey.on_final_failure is None or getattr(task, "stride_every", None) is not None:
+        return  # a periodic task runs again in its next slot: nothing to retry by hand
     failure = FinalFailure(
         task_name=str(task.name),
         args=list(task.args),

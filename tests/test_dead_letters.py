@@ -5,6 +5,7 @@ and SQLite."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from stride.v1 import admin_pb2, admin_pb2_grpc, athlete_pb2, athlete_pb2_grpc
 from domain.jobs import JobKind, JobState
 from runtime import Runtime
 from tasks import jobs as job_tasks
-from tasks.declare import task
+from tasks.declare import periodic, task
 from tasks.jobs import JobRun, enqueue_job
 from tasks.queue import PermanentFailure
 from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings, reason
@@ -32,6 +33,7 @@ KIND = JobKind.RECOMPUTE  # no runner of its own yet: the tests register one
 # What the test task and runner do: fail until their key is in SUCCEED.
 SUCCEED: set[str] = set()
 RAN: list[str] = []
+PERIODIC_RUNS: list[str] = []
 _lock = threading.Lock()
 
 
@@ -42,6 +44,13 @@ def flaky(key: str, *, note: str = "") -> str:
     with _lock:
         RAN.append(key)
     return key
+
+
+@periodic(dt.timedelta(hours=1), name="test_periodic_broken")
+def periodic_broken() -> None:
+    with _lock:
+        PERIODIC_RUNS.append("periodic")
+    raise ValueError("broken housekeeping")
 
 
 def _runner(run: JobRun) -> dict[str, Any]:
@@ -56,10 +65,11 @@ def _runner(run: JobRun) -> dict[str, Any]:
 def server(database_url: str | None, tmp_path: Path) -> Iterator[ServerThread]:
     SUCCEED.clear()
     RAN.clear()
+    PERIODIC_RUNS.clear()
     job_tasks.register(KIND, _runner)
     with ServerThread(make_settings(tmp_path / "data", database_url)) as running:
         assert running.running is not None
-        running.running.runtime.huey.install([flaky])
+        running.running.runtime.huey.install([flaky, periodic_broken])
         yield running
     job_tasks.unregister(KIND)
 
@@ -247,3 +257,11 @@ def test_athletes_cannot_reach_dead_letters(
             error = _code(call)
             assert _status(error) == grpc.StatusCode.PERMISSION_DENIED
             assert reason(error) == "ADMIN_ONLY"
+
+
+def test_a_failing_periodic_task_is_not_dead_lettered(runtime: Runtime, admin: Stub) -> None:
+    # The scheduler runs it once at startup (a new slot); this runs it once more.
+    runtime.huey.submit(periodic_broken)
+    _wait(lambda: len(PERIODIC_RUNS) >= 2)
+    time.sleep(0.5)  # the failure has been handled
+    assert _letters(admin) == []
