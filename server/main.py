@@ -7,10 +7,8 @@ import sys
 
 import structlog
 
-from core.error_reporting import configure_sentry
-from core.logging import configure_logging
+from core.process import configure_observability
 from core.settings import SettingsError, load_settings
-from core.telemetry import configure_tracing
 from runtime import check_server
 from server.app import serve
 from storage.database import DatabaseUnavailable
@@ -23,12 +21,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"stride: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(settings.log_level, settings.log_format)
-    configure_tracing(settings.otlp_endpoint)
-    configure_sentry(
-        settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
-        settings.sentry_environment,
-    )
+    configure_observability(settings)
     try:
         asyncio.run(serve(settings))
     except (DatabaseUnavailable, RuntimeError, OSError) as exc:

@@ -20,11 +20,10 @@ import uuid
 import structlog
 from huey.exceptions import ResultTimeout
 
-from core.error_reporting import configure_sentry
 from core.error_reporting import flush as flush_errors
-from core.logging import configure_logging
+from core.process import configure_observability
 from core.settings import Settings, SettingsError, load_settings
-from core.telemetry import configure_tracing, tracer
+from core.telemetry import tracer
 from runtime import check_worker, open_runtime
 from storage.database import DatabaseUnavailable
 from tasks.consumer import StrideConsumer, quiet_huey_logging, worker_identity
@@ -49,12 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"stride-worker: {exc}", file=sys.stderr)
         sys.exit(2)
-    configure_logging(settings.log_level, settings.log_format)
-    configure_tracing(settings.otlp_endpoint)
-    configure_sentry(
-        settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else None,
-        settings.sentry_environment,
-    )
+    configure_observability(settings)
     if args.command == "ping":
         sys.exit(send_ping(settings, args.timeout))
     sys.exit(run(settings))
