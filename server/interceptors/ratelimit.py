@@ -29,6 +29,16 @@ def client_ip(peer: str) -> str:
     return peer
 
 
+def address_key() -> str:
+    return f"ip:{client_ip(current_peer.get())}"
+
+
+def caller_key() -> str:
+    """Who a limit applies to: the principal once authenticated, else the client address."""
+    principal = current_principal.get()
+    return address_key() if principal is None else f"principal:{principal.label}"
+
+
 class Quotas:
     """The bucket settings and per-method costs, shared by the limit layers and streams."""
 
@@ -51,14 +61,12 @@ class Quotas:
         return self._costs.get(method_name, 1.0)
 
     def address_limit(self) -> Limit:
-        return Limit(f"ip:{client_ip(current_peer.get())}", *self._ip)
+        return Limit(address_key(), *self._ip)
 
     def caller_limit(self) -> Limit:
         """The principal's bucket once authenticated, else the address's."""
-        principal = current_principal.get()
-        if principal is None:
-            return self.address_limit()
-        return Limit(f"principal:{principal.label}", *self._principal)
+        key = caller_key()
+        return Limit(key, *(self._principal if key.startswith("principal:") else self._ip))
 
     async def charge(self, limit: Limit, cost: float, method_name: str) -> None:
         """Take `cost` tokens or raise RESOURCE_EXHAUSTED with the wait."""

@@ -25,14 +25,12 @@ from server import errors
 from server.interceptors.base import (
     Context,
     Handler,
-    current_peer,
     finish,
     is_open_method,
     is_stream,
     when_done,
 )
-from server.interceptors.ratelimit import Quotas, client_ip
-from server.principal import current_principal
+from server.interceptors.ratelimit import Quotas, caller_key
 from server.ratelimit import Limit
 
 log = structlog.get_logger(__name__)
@@ -75,8 +73,7 @@ class StreamInterceptor(AsyncServerInterceptor):
             self._release(key)
 
     def _take_slot(self, pending: Any = None) -> str:
-        principal = current_principal.get()
-        key = principal.label if principal else f"ip:{client_ip(current_peer.get())}"
+        key = caller_key()
         if self._open[key] >= self._max:
             if pending is not None:
                 pending.close()  # never started: close it so it is not reported as unawaited
@@ -137,15 +134,15 @@ class _Meter:
         self._quotas = quotas
         self._per_token = bytes_per_token
         self._pending = 0
-        self.limit: Limit | None = quotas.caller_limit() if quotas is not None else None
+        self._limit: Limit | None = quotas.caller_limit() if quotas is not None else None
 
     async def add(self, message: Any) -> None:
-        if self._quotas is None or self.limit is None or not hasattr(message, "ByteSize"):
+        if self._quotas is None or self._limit is None or not hasattr(message, "ByteSize"):
             return
         self._pending += message.ByteSize()
         if self._pending >= self._per_token:
             tokens, self._pending = divmod(self._pending, self._per_token)
-            await self._quotas.wait_for(self.limit, float(tokens))
+            await self._quotas.wait_for(self._limit, float(tokens))
 
 
 class _IdleWatchdog:
