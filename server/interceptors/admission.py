@@ -13,7 +13,14 @@ from typing import Any
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from domain.errors import ResourceExhausted
-from server.interceptors.base import Context, Handler, is_open_method, is_stream, when_done
+from server.interceptors.base import (
+    Context,
+    Handler,
+    finish,
+    is_open_method,
+    is_stream,
+    when_done,
+)
 
 RETRY_SECONDS = 1.0
 
@@ -28,7 +35,7 @@ class ConcurrencyLimitInterceptor(AsyncServerInterceptor):
     ) -> Any:
         result = method(request_or_iterator, context)
         if is_open_method(method_name):
-            return result if is_stream(result) else await result
+            return await finish(result)
         if is_stream(result):
             return self._held_stream(result, context)
         self._enter(result)

@@ -11,6 +11,7 @@ from grpc_interceptor.server import AsyncServerInterceptor
 
 from core.error_reporting import report
 from server import errors
+from server.interceptors.base import is_stream
 from server.principal import current_principal
 
 log = structlog.get_logger(__name__)
@@ -26,7 +27,7 @@ class ErrorInterceptor(AsyncServerInterceptor):
     ) -> Any:
         try:
             result = method(request_or_iterator, context)
-            if hasattr(result, "__aiter__"):
+            if is_stream(result):
                 return self._stream(result, context, method_name)
             return await result
         except Exception as exc:
