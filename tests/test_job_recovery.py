@@ -72,7 +72,9 @@ def test_a_job_whose_worker_died_is_requeued_and_completes_once(
     assert dead.start(job.id, "dead-worker") is not None
     assert store.get(job.id).state == JobState.RUNNING
 
-    assert sweep_once(store, runtime.huey) == 1
+    # The server's own periodic sweeper (every 30 s) may get there first: either way the
+    # job is re-enqueued exactly once.
+    assert sweep_once(store, runtime.huey) <= 1
     _wait(_ended(store, job.id))
 
     ended = store.get(job.id)
@@ -113,9 +115,11 @@ def test_an_unclaimed_queued_job_is_enqueued_again_after_its_claim_deadline(
     # Its enqueue was lost (the RPC's process died between commit and enqueue).
     old = JobStore(runtime.database, clock=_clock(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)))
     job, _ = old.create(None, KIND, {})
-    assert sweep_once(runtime.job_store, runtime.huey) == 1
+    assert runtime.job_store.get(job.id).state == JobState.QUEUED
+    assert sweep_once(runtime.job_store, runtime.huey) <= 1  # or the periodic sweeper did
     _wait(_ended(runtime.job_store, job.id))
     assert runs == [job.id]
+    assert runtime.job_store.get(job.id).state == JobState.SUCCEEDED
 
 
 def test_pruning_removes_old_events_but_keeps_the_last(runtime: Runtime) -> None:
