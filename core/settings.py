@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     strava_max_attempts: int = Field(default=4, ge=1)
     strava_circuit_threshold: int = Field(default=5, ge=1)
     strava_circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Strava's rate-limit windows (15 minutes, a day); shorter only against the simulator.
+    strava_short_window_seconds: float = Field(default=900.0, gt=0)
+    strava_long_window_seconds: float = Field(default=86400.0, gt=0)
 
     # API behaviour
     default_page_size: int = Field(default=50, ge=1)

@@ -32,6 +32,7 @@ from storage.database import Database, PoolOptions
 from tasks.declare import TaskRef
 from tasks.jobs import JOB_TASKS
 from tasks.queue import StrideHuey, make_huey, sqlite_queue_path
+from tasks.strava import StravaClient, TokenCipher
 
 DATABASE_FILE = "stride.db"
 
@@ -92,6 +93,20 @@ class Runtime:
     def admin_dead_letters(self) -> DeadLetterService:
         return DeadLetterService(self.job_store, self.huey, JOB_TASKS, self.paging)
 
+    @cached_property
+    def strava(self) -> StravaClient | None:
+        """This process's Strava client (its budget and circuit shared through Redis when
+        configured); None when the deployment has no Strava application."""
+        if not self.settings.strava_enabled:
+            return None
+        return StravaClient.from_settings(self.settings, self.redis)
+
+    @cached_property
+    def token_cipher(self) -> TokenCipher | None:
+        """Encrypts Strava tokens at rest; None when Strava is not configured."""
+        key = self.settings.token_encryption_key
+        return None if key is None else TokenCipher(key.get_secret_value())
+
     @property
     def inprocess_workers(self) -> bool:
         return runs_inprocess_workers(self.settings)
@@ -106,7 +121,10 @@ class Runtime:
         return self._async_redis
 
     def close(self) -> None:
-        """Release everything, the reverse of building it: queue, Redis, database."""
+        """Release everything, the reverse of building it: Strava client, queue, Redis,
+        database."""
+        if "strava" in self.__dict__ and self.strava is not None:
+            self.strava.close()
         self.huey.close()
         if self.redis is not None:
             self.redis.close()

@@ -136,7 +136,12 @@ class StravaClient:
             client_secret=settings.strava_client_secret.get_secret_value(),
             api_url=settings.strava_api_url,
             oauth_url=settings.strava_oauth_url,
-            budget=Budget(app, redis_client=redis_client, key_prefix=prefix),
+            budget=Budget(
+                app,
+                redis_client=redis_client,
+                key_prefix=prefix,
+                windows=(settings.strava_short_window_seconds, settings.strava_long_window_seconds),
+            ),
             circuit=CircuitBreaker(
                 app,
                 redis_client=redis_client,
