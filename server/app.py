@@ -190,6 +190,7 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
         huey=huey,
         limiter=limiter,
         interval=settings.health_check_interval_seconds,
+        strava=runtime.strava,
     )
     athlete_pb2_grpc.add_AthleteServiceServicer_to_server(
         AthleteServicer(runtime.athletes, tokens, runner), server
@@ -199,7 +200,10 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
         server,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(monitor, runtime.admin_dead_letters, runner), server
+        AdminServicer(
+            monitor, runtime.admin_dead_letters, runner, strava=runtime.strava, limiter=limiter
+        ),
+        server,
     )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]

@@ -4,6 +4,11 @@ Health service names: "" and every stride.v1 service follow the database (NOT_SE
 when it is unreachable); `readiness` likewise; `liveness` stays SERVING while the
 process runs; `dependency.<name>` reports each dependency, so a lost Redis shows as
 degraded without failing readiness.
+
+With a Strava application configured, the non-critical `strava` check reads the shared
+budget and circuit breaker (never Strava itself): unhealthy while the circuit is not closed
+(open, or half-open with its single trial call in flight) or the budget is spent, with an
+error saying which and until when. Like Redis, it degrades; it never fails readiness.
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ from core import metrics
 from server.blocking import BlockingRunner
 from server.ratelimit import RateLimiter
 from storage.database import Database
+from tasks.strava import StravaClient
 
 log = structlog.get_logger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class DependencyDown(Exception):
+    """A probe's finding (not a failure of the probe): its message is the check's error."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class HealthMonitor:
         huey: Huey,
         limiter: RateLimiter,
         interval: float,
+        strava: StravaClient | None = None,
     ) -> None:
         self._servicer = servicer
         self._service_names = service_names
@@ -61,6 +72,7 @@ class HealthMonitor:
         self._huey = huey
         self._limiter = limiter
         self._interval = interval
+        self._strava = strava
         self.checks: dict[str, DependencyCheck] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -96,6 +108,8 @@ class HealthMonitor:
         ]
         if self._redis is not None:
             probes.append(("redis", False, self._redis.ping))
+        if self._strava is not None:
+            probes.append(("strava", False, lambda: self._run(self._check_strava)))
         results = await asyncio.gather(*(self._probe(*probe) for probe in probes))
         for check in results:
             previous = self.checks.get(check.dependency)
@@ -115,6 +129,27 @@ class HealthMonitor:
         depth = await self._run(self._huey.pending_count)
         metrics.QUEUE_DEPTH.set(depth)
 
+    def _check_strava(self) -> None:
+        """Blocking (the snapshots read Redis when configured): raise DependencyDown while
+        Strava may not be called."""
+        assert self._strava is not None
+        problems = []
+        circuit = self._strava.circuit.snapshot()
+        if circuit.state != "closed":
+            state = circuit.state.replace("_", "-")
+            until = f" until {_utc(circuit.retry_at)}" if circuit.retry_at is not None else ""
+            problems.append(f"circuit {state}{until} after {circuit.failures} consecutive failures")
+        budget = self._strava.budget.snapshot()
+        if budget.exhausted_until is not None:
+            spent = ", ".join(
+                f"{c.name} {c.usage + c.reserved}/{c.limit}"
+                for c in budget.counters
+                if c.usage + c.reserved >= c.limit
+            )
+            problems.append(f"budget exhausted ({spent}) until {_utc(budget.exhausted_until)}")
+        if problems:
+            raise DependencyDown("; ".join(problems))
+
     async def _probe(
         self, name: str, critical: bool, probe: Callable[[], Awaitable[object]]
     ) -> DependencyCheck:
@@ -122,6 +157,8 @@ class HealthMonitor:
         error = ""
         try:
             await asyncio.wait_for(probe(), timeout=max(1.0, self._interval))
+        except DependencyDown as exc:
+            error = str(exc)[:500] or "down"
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
         return DependencyCheck(
@@ -141,3 +178,7 @@ class HealthMonitor:
         for check in self.checks.values():
             status = SERVING if check.healthy else NOT_SERVING
             await self._servicer.set(f"dependency.{check.dependency}", status)
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")

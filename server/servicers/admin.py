@@ -1,11 +1,12 @@
-"""AdminService: operator views: dependency health and dead letters."""
+"""AdminService: operator views: dependency health, dead letters and rate-limit state."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, empty_pb2, struct_pb2
+from google.protobuf import duration_pb2, empty_pb2, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from stride.v1 import admin_pb2, admin_pb2_grpc
 
@@ -14,18 +15,28 @@ from domain.jobs import DeadLetter
 from server.blocking import BlockingRunner
 from server.convert.common import datetime_to_timestamp
 from server.health import HealthMonitor
+from server.ratelimit import RateLimiter
 from services.dead_letters import DeadLetterService, dead_letter_name, parse_dead_letter
+from tasks.strava import BudgetSnapshot, CircuitSnapshot, StravaClient
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, health: HealthMonitor, dead_letters: DeadLetterService, run: BlockingRunner
+        self,
+        health: HealthMonitor,
+        dead_letters: DeadLetterService,
+        run: BlockingRunner,
+        *,
+        strava: StravaClient | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._health = health
         self._dead_letters = dead_letters
         self._run = run
+        self._strava = strava
+        self._limiter = limiter
 
     async def GetDependencyHealth(
         self, request: admin_pb2.GetDependencyHealthRequest, context: Context
@@ -69,17 +80,84 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         await self._run(self._dead_letters.delete, parse_dead_letter(request.name, "name"))
         return empty_pb2.Empty()
 
-    # Built by the caching and Strava issues.
-
     async def GetRateLimitState(
         self, request: admin_pb2.GetRateLimitStateRequest, context: Context
     ) -> admin_pb2.RateLimitState:
-        raise NotImplementedError
+        """The Strava budget and circuit as every worker sees them (read from Redis when
+        configured: a blocking call, hence the runner), and whether this process fell back
+        to local state. `local_fallback` is false when Redis is not configured at all (local
+        state is then the design, not a fallback). `buckets` stays empty: the API's token
+        buckets are leased and spent inside the rate limiter, which does not expose them;
+        `request.key` therefore selects nothing yet."""
+        state = admin_pb2.RateLimitState(
+            local_fallback=self._limiter is not None and self._limiter.using_fallback
+        )
+        if self._strava is not None:
+            budget, circuit = await self._run(_strava_snapshots, self._strava)
+            state.strava.CopyFrom(_budget_to_proto(budget))
+            state.strava_circuit.CopyFrom(_circuit_to_proto(circuit))
+            # A snapshot that could not reach a configured Redis read this process's state.
+            if self._strava.budget.redis is not None and not (budget.shared and circuit.shared):
+                state.local_fallback = True
+        return state
+
+    # Built by the caching issue.
 
     async def FlushCache(
         self, request: admin_pb2.FlushCacheRequest, context: Context
     ) -> admin_pb2.FlushCacheResponse:
         raise NotImplementedError
+
+
+def _strava_snapshots(strava: StravaClient) -> tuple[BudgetSnapshot, CircuitSnapshot]:
+    return strava.budget.snapshot(), strava.circuit.snapshot()
+
+
+def _epoch_to_timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    return datetime_to_timestamp(dt.datetime.fromtimestamp(seconds, dt.UTC))
+
+
+# BudgetSnapshot counter names -> StravaBudget fields.
+_WINDOW_FIELDS = {
+    "overall_short": "overall_15_minutes",
+    "overall_long": "overall_daily",
+    "read_short": "read_15_minutes",
+    "read_long": "read_daily",
+}
+
+_CIRCUIT_STATES = {
+    "closed": admin_pb2.CircuitState.STATE_CLOSED,
+    "open": admin_pb2.CircuitState.STATE_OPEN,
+    "half_open": admin_pb2.CircuitState.STATE_HALF_OPEN,
+}
+
+
+def _budget_to_proto(snapshot: BudgetSnapshot) -> admin_pb2.StravaBudget:
+    budget = admin_pb2.StravaBudget()
+    for counter in snapshot.counters:
+        window = getattr(budget, _WINDOW_FIELDS[counter.name])
+        # As Strava reported it (plus calls that got no answer); calls in flight are not
+        # usage yet, though they count towards resume_time.
+        window.usage = counter.usage
+        window.limit = counter.limit
+        window.reset_time.CopyFrom(_epoch_to_timestamp(counter.resets_at))
+    if snapshot.reported_at is not None:
+        budget.update_time.CopyFrom(_epoch_to_timestamp(snapshot.reported_at))
+    if snapshot.exhausted_until is not None:
+        budget.resume_time.CopyFrom(_epoch_to_timestamp(snapshot.exhausted_until))
+    return budget
+
+
+def _circuit_to_proto(snapshot: CircuitSnapshot) -> admin_pb2.CircuitState:
+    # The breaker keeps no error text or failure time in its snapshot: last_error and
+    # last_failure_time stay unset.
+    circuit = admin_pb2.CircuitState(
+        state=_CIRCUIT_STATES.get(snapshot.state, admin_pb2.CircuitState.STATE_UNSPECIFIED),
+        consecutive_failures=snapshot.failures,
+    )
+    if snapshot.state == "open" and snapshot.retry_at is not None:
+        circuit.open_until.CopyFrom(_epoch_to_timestamp(snapshot.retry_at))
+    return circuit
 
 
 def _dead_letter_to_proto(letter: DeadLetter) -> admin_pb2.DeadLetter:
