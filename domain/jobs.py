@@ -83,6 +83,29 @@ def check_transition(job_id: str, current: JobState, target: JobState) -> None:
         raise IllegalTransition(job_id, current, target)
 
 
+class ResumeLater(Exception):  # noqa: N818 (a signal to the job runner, not a failure)
+    """Raised by a job's work when it may not go on before `resume_at` (epoch seconds): the
+    job goes WAITING until then, keeping its checkpoint."""
+
+    def __init__(self, message: str, resume_at: float) -> None:
+        super().__init__(message)
+        self.resume_at = resume_at
+
+
+class JobFailure(Exception):
+    """Raised by a job's work for an outcome no retry changes (a rejected code, revoked
+    access): the job ends FAILED with this status; nothing is dead-lettered."""
+
+    def __init__(self, code: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # a google.rpc.Code name: INVALID_ARGUMENT, FAILED_PRECONDITION...
+        self.reason = reason
+        self.message = message
+
+    def to_error(self) -> dict[str, str]:
+        return {"code": self.code, "reason": self.reason, "message": self.message}
+
+
 class EventsExpired(FailedPrecondition):
     """A watcher asked for events after a sequence older than the events still kept."""
 

@@ -102,9 +102,13 @@ class JobStore:
         kind: JobKind,
         params: dict[str, Any],
         request_id: str | None = None,
+        *,
+        exclusive: Collection[JobKind] = (),
     ) -> tuple[Job, bool]:
         """A QUEUED job (event 1), or the one this (athlete, request_id) already created;
-        True when created now (the caller enqueues its task)."""
+        True when created now (the caller enqueues its task). `exclusive`: when the athlete
+        has a job of one of these kinds that has not ended, that job is returned instead
+        (one sync per athlete); checked and created atomically."""
         now = self.clock()
         try:
             with self.db.transaction() as session:
@@ -113,6 +117,12 @@ class JobStore:
                     existing = repo.get_by_request_id(athlete_id, request_id)
                     if existing is not None:
                         return existing, False
+                if exclusive and athlete_id is not None:
+                    if not repo.lock_athlete(athlete_id):
+                        raise NotFound("stride.dev/Athlete", names.athlete_name(athlete_id))
+                    active = repo.active(athlete_id, exclusive)
+                    if active is not None:
+                        return active, False
                 job, event = repo.add(
                     athlete_id,
                     kind,
@@ -131,6 +141,10 @@ class JobStore:
             return existing, False
         self._publish(event)
         return job, True
+
+    def active(self, athlete_id: str, kinds: Collection[JobKind]) -> Job | None:
+        with self.db.read_primary() as session:
+            return JobRepository(session).active(athlete_id, kinds)
 
     def get(self, job_id: str) -> Job:
         with self.db.read_primary() as session:
@@ -232,8 +246,10 @@ class JobStore:
                 now=now,
             )
             if target == JobState.WAITING and owner is not None and resume_time is not None:
-                # The lease outlives the wait: the sweeper re-enqueues the job if its
-                # scheduled task is lost.
+                # The task scheduled for `resume_time` claims the job afresh (any worker may
+                # run it); should that task be lost, the sweeper re-enqueues the job once
+                # this deadline passes.
+                row.lease_owner = None
                 row.lease_expire_time = max(resume_time, now) + self.lease
         self._publish(event)
         return event

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
 
-from domain.jobs import Job, JobKind, JobState
+from domain.jobs import Job, JobFailure, JobKind, JobState, Progress, ResumeLater
 from services.jobs import RENEW_EVERY, JobStore, LeaseLost, LeaseStatus
 from tasks import priority
-from tasks.consumer import worker_identity
+from tasks.consumer import stopping, worker_identity
 from tasks.declare import periodic, task
 from tasks.queue import PermanentFailure, current_queue
 
@@ -37,6 +38,25 @@ JOB_TASKS = frozenset({"run_job"})
 """Tasks whose first argument is a job id: their dead letters name the job."""
 
 
+class JobCancelled(Exception):  # noqa: N818 (a signal to run_job, not a failure)
+    """Raised by `JobRun.check` once cancellation was requested: `run_job` ends the job
+    CANCELLED with `result`, what the job stored so far (kept)."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__("cancellation requested")
+        self.result = result
+
+
+class WorkerStopping(Exception):  # noqa: N818
+    """Raised by `JobRun.check` when the worker is shutting down: the job goes back on the
+    queue and resumes from its checkpoint on another worker."""
+
+
+# How often `check` looks for a cancellation: a running job stops within about this (the
+# contract promises 2 s).
+CANCEL_CHECK_EVERY = 0.5
+
+
 @dataclass
 class JobRun:
     """What a runner gets: the job as claimed, and the lease it holds on it."""
@@ -44,6 +64,8 @@ class JobRun:
     store: JobStore
     job: Job
     owner: str
+    _last_check: float = field(default_factory=time.monotonic)
+    _last_renew: float = field(default_factory=time.monotonic)
 
     def heartbeat(self) -> LeaseStatus:
         """Renew the lease (at least every RENEW_EVERY); raises LeaseLost when another
@@ -52,6 +74,42 @@ class JobRun:
         if not status.owned:
             raise LeaseLost(f"job {self.job.id} is no longer leased by {self.owner}")
         return status
+
+    def check(self, result: dict[str, Any] | None = None) -> None:
+        """Call often (between items, between API calls): renews the lease when due and
+        raises JobCancelled (with `result`, what was stored so far) once cancellation was
+        requested, WorkerStopping when the worker shuts down. Cheap when called in a loop:
+        it reads the database at most every CANCEL_CHECK_EVERY."""
+        now = time.monotonic()
+        cancel = False
+        if now - self._last_renew >= RENEW_EVERY.total_seconds():
+            cancel = self.heartbeat().cancel_requested
+            self._last_renew = self._last_check = now
+        elif now - self._last_check >= CANCEL_CHECK_EVERY:
+            cancel = self.store.cancel_requested(self.job.id)
+            self._last_check = now
+        if cancel:
+            raise JobCancelled(result or {})
+        if stopping():
+            raise WorkerStopping()
+
+    def progress(
+        self, progress: Progress, *, checkpoint: Any = None, item: str = "", item_error: str = ""
+    ) -> None:
+        """An event with the job's progress; with `checkpoint`, where a re-run resumes."""
+        if checkpoint is None:
+            self.store.record_progress(
+                self.job.id, self.owner, progress, item=item, item_error=item_error
+            )
+        else:
+            self.store.record_progress(
+                self.job.id,
+                self.owner,
+                progress,
+                checkpoint=checkpoint,
+                item=item,
+                item_error=item_error,
+            )
 
 
 Runner = Callable[[JobRun], dict[str, Any] | None]
@@ -68,12 +126,26 @@ def unregister(kind: JobKind) -> None:
 
 
 class JobQueue(Protocol):
-    def submit(self, ref: Any, /, *args: Any, **kwargs: Any) -> Any: ...
+    def submit_with(
+        self,
+        ref: Any,
+        args: tuple[Any, ...],
+        *,
+        priority: int | None = None,
+        eta: dt.datetime | None = None,
+    ) -> Any: ...
 
 
-def enqueue_job(huey: JobQueue, job: Job) -> None:
-    """Enqueue the task that runs `job` (blocking)."""
-    huey.submit(run_job, job.id)
+def enqueue_job(huey: JobQueue, job: Job, *, eta: dt.datetime | None = None) -> None:
+    """Enqueue the task that runs `job` (blocking), at the priority the job was created with
+    (`params["priority"]`, USER by default), no earlier than `eta` when given."""
+    chosen = job.params.get("priority")
+    huey.submit_with(
+        run_job,
+        (job.id,),
+        priority=chosen if isinstance(chosen, int) else priority.USER,
+        eta=eta,
+    )
 
 
 def _store() -> JobStore | None:
@@ -102,6 +174,20 @@ def run_job(job_id: str) -> None:
     except LeaseLost:
         log.warning("job lease lost; another worker runs it now", job_id=job_id)
         return
+    except JobCancelled as cancelled:
+        _end(store, job_id, owner, JobState.CANCELLED, result=cancelled.result)
+        return
+    except JobFailure as failure:
+        _end(store, job_id, owner, JobState.FAILED, error=failure.to_error(), message=str(failure))
+        return
+    except ResumeLater as wait:
+        _wait(store, started, owner, wait)
+        return
+    except WorkerStopping:
+        store.release(job_id, owner, requeue=True)
+        enqueue_job(current_queue(), started)
+        log.info("job put back on the queue: the worker is stopping", job_id=job_id)
+        return
     except BaseException:
         store.release(job_id, owner, requeue=True)
         raise
@@ -119,6 +205,35 @@ def sweep_once(store: JobStore, huey: JobQueue) -> int:
     if jobs:
         log.info("lease sweep re-enqueued jobs", count=len(jobs))
     return len(jobs)
+
+
+def _end(
+    store: JobStore,
+    job_id: str,
+    owner: str,
+    state: JobState,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    message: str = "",
+) -> None:
+    try:
+        store.transition(job_id, state, owner=owner, result=result, error=error, message=message)
+    except LeaseLost:
+        log.warning("job lease lost before it could end", job_id=job_id)
+
+
+def _wait(store: JobStore, job: Job, owner: str, wait: ResumeLater) -> None:
+    """WAITING until `wait.resume_at`, with the job's task scheduled for then."""
+    resume = dt.datetime.fromtimestamp(wait.resume_at, dt.UTC)
+    try:
+        store.transition(job.id, JobState.WAITING, owner=owner, resume_time=resume,
+                         message=str(wait))  # fmt: skip
+    except LeaseLost:
+        log.warning("job lease lost before it could wait", job_id=job.id)
+        return
+    enqueue_job(current_queue(), job, eta=resume)
+    log.info("job waiting", job_id=job.id, resume_time=resume.isoformat(), reason=str(wait))
 
 
 @periodic(SWEEP_EVERY, priority=priority.MAINTENANCE)
@@ -140,7 +255,10 @@ def prune_job_events() -> int:
 
 
 __all__ = [
+    "CANCEL_CHECK_EVERY",
     "JOB_TASKS",
+    "JobCancelled",
+    "WorkerStopping",
     "RENEW_EVERY",
     "JobRun",
     "enqueue_job",

@@ -166,6 +166,28 @@ class StrideHuey(Huey):  # type: ignore[misc]
         eta = normalize_time(None, ref.delay, self.utc) if ref.delay else None
         return self.enqueue(wrapper.task_class(args, kwargs, priority=ref.priority, eta=eta))
 
+    def submit_with(
+        self,
+        ref: TaskRef[..., Any],
+        args: tuple[Any, ...],
+        *,
+        priority: int | None = None,
+        eta: dt.datetime | None = None,
+    ) -> Any:
+        """`submit` with another priority than the task's own (scheduled work) or to run no
+        earlier than `eta` (aware; a job waiting for Strava's budget)."""
+        try:
+            wrapper = self._installed[ref.key]
+        except KeyError:
+            raise LookupError(f"task {ref.key} is not installed on this queue") from None
+        if eta is not None:
+            eta = eta.astimezone(dt.UTC)
+            eta = eta.replace(tzinfo=None) if self.utc else eta.astimezone().replace(tzinfo=None)
+        elif ref.delay:
+            eta = normalize_time(None, ref.delay, self.utc)
+        chosen = ref.priority if priority is None else priority
+        return self.enqueue(wrapper.task_class(args, {}, priority=chosen, eta=eta))
+
     def submit_named(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Enqueue an installed task by its name (a dead letter's retry), with its declared
         priority and a fresh set of retries."""

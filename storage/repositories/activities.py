@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from domain.activities import (
@@ -156,6 +157,115 @@ class ActivityRepository:
         result = self.session.execute(query)
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
+    def get_external(
+        self, athlete_id: str, source: Source, external_id: str, *, lock: bool = False
+    ) -> tuple[Activity, dict[str, Any] | None] | None:
+        """The activity `source` knows as `external_id`, with its raw record."""
+        query = select(ActivityRow).where(
+            ActivityRow.athlete_id == athlete_id,
+            ActivityRow.source == source.value,
+            ActivityRow.external_id == external_id,
+        )
+        if lock:
+            query = query.with_for_update()
+        row = self.session.scalars(query).first()
+        return None if row is None else (_to_domain(row), row.raw)
+
+    def raw_by_external_id(
+        self, athlete_id: str, source: Source, external_ids: Sequence[str]
+    ) -> dict[str, dict[str, Any] | None]:
+        """The raw records of those of `external_ids` that are stored (a page's worth)."""
+        if not external_ids:
+            return {}
+        query = select(ActivityRow.external_id, ActivityRow.raw).where(
+            ActivityRow.athlete_id == athlete_id,
+            ActivityRow.source == source.value,
+            ActivityRow.external_id.in_(list(external_ids)),
+        )
+        return {str(external_id): raw for external_id, raw in self.session.execute(query)}
+
+    def external_ids(self, athlete_id: str, source: Source) -> list[str]:
+        query = select(ActivityRow.external_id).where(
+            ActivityRow.athlete_id == athlete_id, ActivityRow.source == source.value
+        )
+        return [str(value) for value in self.session.scalars(query) if value is not None]
+
+    def upsert_external(
+        self,
+        athlete_id: str,
+        edit: ActivityEdit,
+        measurements: Measurements,
+        *,
+        source: Source,
+        external_id: str,
+        raw: dict[str, Any],
+        source_job_id: str | None,
+    ) -> tuple[Activity, bool]:
+        """Insert the activity `source` knows as `external_id`, or overwrite the stored copy
+        (a new revision); True when created. Concurrent writers of one external id (a sync
+        and a webhook job) serialise on the row: the insert never fails on the unique key."""
+        m = measurements
+        now = dt.datetime.now(dt.UTC)
+        values: dict[str, Any] = {
+            "title": edit.title,
+            "description": edit.description,
+            "sport_type": edit.sport_type,
+            "visibility": edit.visibility.value,
+            "start_time": m.start_time,
+            "time_zone": m.time_zone,
+            "elapsed_seconds": m.elapsed.total_seconds(),
+            "moving_seconds": None if m.moving is None else m.moving.total_seconds(),
+            "distance_meters": m.distance_meters,
+            "elevation_gain_meters": m.elevation_gain_meters,
+            "average_heart_rate_bpm": m.average_heart_rate_bpm,
+            "max_heart_rate_bpm": m.max_heart_rate_bpm,
+            "raw": raw,
+            "update_time": now,
+        }
+        new_id = uuid.uuid4().hex
+        on_postgresql = self.session.get_bind().dialect.name == "postgresql"
+        dialect_insert = postgresql.insert if on_postgresql else sqlite.insert
+        inserted = self.session.execute(
+            dialect_insert(ActivityRow)
+            .values(
+                id=new_id,
+                athlete_id=athlete_id,
+                source=source.value,
+                external_id=external_id,
+                source_job_id=source_job_id,
+                sample_count=0,
+                revision=1,
+                create_time=now,
+                **values,
+            )
+            .on_conflict_do_nothing(index_elements=["athlete_id", "source", "external_id"])
+        )
+        created = bool(inserted.rowcount)  # type: ignore[attr-defined]
+        if not created:
+            current = self.get_external(athlete_id, source, external_id, lock=True)
+            assert current is not None  # the conflicting row exists and we hold its lock
+            self.session.execute(
+                update(ActivityRow)
+                .where(ActivityRow.id == current[0].id)
+                .values(revision=ActivityRow.revision + 1, **values)
+                .execution_options(synchronize_session=False)
+            )
+        stored = self.get_external(athlete_id, source, external_id)
+        assert stored is not None
+        return stored[0], created
+
+    def delete_external(
+        self, athlete_id: str, source: Source, external_ids: Sequence[str] | None = None
+    ) -> int:
+        """Delete what came from `source` (only `external_ids` when given), samples too."""
+        query = delete(ActivityRow).where(
+            ActivityRow.athlete_id == athlete_id, ActivityRow.source == source.value
+        )
+        if external_ids is not None:
+            query = query.where(ActivityRow.external_id.in_(list(external_ids)))
+        result = self.session.execute(query)
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
     def list(
         self,
         athlete_id: str,
@@ -204,12 +314,14 @@ class SampleRepository:
         self.session.execute(
             delete(ActivitySampleRow).where(ActivitySampleRow.activity_id == activity_id)
         )
-        rows = [
-            {"activity_id": activity_id, "time": s.time}
-            | {column: getattr(s, column) for column in _SAMPLE_COLUMNS}
-            for s in samples
-        ]
-        if rows:
+        if self.session.get_bind().dialect.name == "postgresql":
+            self._copy(activity_id, samples)
+        elif samples:
+            rows = [
+                {"activity_id": activity_id, "time": s.time}
+                | {column: getattr(s, column) for column in _SAMPLE_COLUMNS}
+                for s in samples
+            ]
             self.session.execute(insert(ActivitySampleRow), rows)
         count = self.session.scalar(
             select(func.count()).where(ActivitySampleRow.activity_id == activity_id)
@@ -221,6 +333,21 @@ class SampleRepository:
             .values(sample_count=count, revision=ActivityRow.revision + 1)
         )
         return int(count or 0)
+
+    def _copy(self, activity_id: str, samples: Sequence[Sample]) -> None:
+        """PostgreSQL's COPY: several times faster than multi-row INSERTs for a long track."""
+        if not samples:
+            return
+        columns = ", ".join(("activity_id", "time", *_SAMPLE_COLUMNS))
+        connection: Any = self.session.connection().connection.driver_connection  # psycopg
+        with (
+            connection.cursor() as cursor,
+            cursor.copy(f"COPY activity_samples ({columns}) FROM STDIN") as copy,
+        ):
+            for s in samples:
+                copy.write_row(
+                    (activity_id, s.time, *(getattr(s, column) for column in _SAMPLE_COLUMNS))
+                )
 
     def chunk(self, activity_id: str, after: dt.datetime | None, limit: int) -> list[Sample]:
         query = (

@@ -24,7 +24,7 @@ from domain.jobs import (
     JobState,
     Progress,
 )
-from storage.models import DeadLetterRow, JobEventRow, JobRow
+from storage.models import AthleteRow, DeadLetterRow, JobEventRow, JobRow
 from storage.repositories.keyset import after_position
 
 _TERMINAL = [state.value for state in TERMINAL_STATES]
@@ -124,6 +124,28 @@ class JobRepository:
         )
         row = self.session.scalars(query).first()
         return None if row is None else to_job(row)
+
+    def active(self, athlete_id: str, kinds: Collection[JobKind]) -> Job | None:
+        """The athlete's oldest job of one of `kinds` that has not ended."""
+        query = (
+            select(JobRow)
+            .where(
+                JobRow.athlete_id == athlete_id,
+                JobRow.kind.in_([kind.value for kind in kinds]),
+                JobRow.state.not_in(_TERMINAL),
+            )
+            .order_by(JobRow.create_time, JobRow.id)
+        )
+        row = self.session.scalars(query).first()
+        return None if row is None else to_job(row)
+
+    def lock_athlete(self, athlete_id: str) -> bool:
+        """Serialise job creation for one athlete (FOR NO KEY UPDATE on the athlete's row,
+        which leaves readers and child inserts alone); False when the athlete is gone."""
+        found = self.session.scalar(
+            select(AthleteRow.id).where(AthleteRow.id == athlete_id).with_for_update(key_share=True)
+        )
+        return found is not None
 
     def lock(self, job_id: str) -> JobRow | None:
         """The job's row, locked until the unit of work ends (FOR UPDATE; SQLite ignores it

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.jobs import ResumeLater
+
 
 class StravaError(Exception):
     """A call failed: an unexpected status, a body that is not JSON, retries used up."""
@@ -26,11 +28,11 @@ class NotFound(StravaError):
     """404: the resource does not exist or this token may not see it."""
 
 
-class WaitUntil(StravaError):
+class WaitUntil(StravaError, ResumeLater):
     """Strava may not be called before ``resume_at`` (epoch seconds); a job waits."""
 
     def __init__(self, message: str, resume_at: float, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+        StravaError.__init__(self, message, **kwargs)
         self.resume_at = resume_at
 
 
