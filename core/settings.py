@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     strava_client_id: str | None = None
     strava_client_secret: SecretStr | None = None
     strava_verify_token: SecretStr | None = None
+    # Where Strava sends the browser after consent when GetStravaAuthorizationUrl names none
+    # (Strava accepts localhost for any application; a headless user copies the address).
+    strava_redirect_uri: str = "http://localhost/exchange_token"
+    # Webhook events of another subscription are ignored (0: accept any).
+    strava_subscription_id: int = Field(default=0, ge=0)
+    # Every connected athlete gets an incremental sync this often (0: never), their tokens
+    # are refreshed ahead of expiry, and a reconcile looks for deletions webhooks missed.
+    strava_sync_interval_seconds: float = Field(default=3600.0, ge=0)
+    strava_reconcile_interval_seconds: float = Field(default=86400.0, ge=0)
+    strava_page_size: int = Field(default=100, ge=1, le=200)
     # Encrypts Strava tokens at rest; several comma-separated keys: the first encrypts, all
     # decrypt (rotation). Required when Strava is configured.
     token_encryption_key: SecretStr | None = None

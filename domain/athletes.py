@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from domain import etags
+from domain.connections import ConnectionState
 from domain.errors import Violations
 from domain.validation import check_number, check_text, check_time_zone
 
@@ -15,12 +16,6 @@ class Sex(StrEnum):
     UNSPECIFIED = ""
     FEMALE = "F"
     MALE = "M"
-
-
-class StravaState(StrEnum):
-    NOT_CONNECTED = "not_connected"
-    CONNECTED = "connected"
-    REVOKED = "revoked"
 
 
 @dataclass(frozen=True)
@@ -43,7 +38,7 @@ PROFILE_FIELDS: tuple[str, ...] = tuple(AthleteProfile.__dataclass_fields__)
 class Athlete:
     id: str
     profile: AthleteProfile
-    strava_state: StravaState
+    strava_state: ConnectionState
     create_time: dt.datetime
     update_time: dt.datetime
     # Incremented by every update; the etag is derived from it (domain.etags).

@@ -19,12 +19,14 @@ REFRESH_AHEAD = dt.timedelta(minutes=30)
 
 
 class ConnectionState(StrEnum):
-    NOT_CONNECTED = "NOT_CONNECTED"
-    CONNECTED = "CONNECTED"
+    """Stored: CONNECTED, REVOKED. The others are what jobs make of it (see ConnectionView)."""
+
+    NOT_CONNECTED = "not_connected"
+    CONNECTED = "connected"
     # Strava refused the stored tokens (the athlete revoked access): connect again.
-    REVOKED = "REVOKED"
-    CONNECTING = "CONNECTING"
-    DISCONNECTING = "DISCONNECTING"
+    REVOKED = "revoked"
+    CONNECTING = "connecting"
+    DISCONNECTING = "disconnecting"
 
 
 @dataclass(frozen=True)

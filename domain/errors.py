@@ -43,6 +43,10 @@ class InvalidArgument(StrideError):
         self.violations = violations
         self.omitted = omitted
 
+    @classmethod
+    def one(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
+        return cls([FieldViolation(field, description)], reason=reason)
+
 
 class NotFound(StrideError):
     reason = "RESOURCE_NOT_FOUND"

@@ -83,7 +83,7 @@ def check_transition(job_id: str, current: JobState, target: JobState) -> None:
         raise IllegalTransition(job_id, current, target)
 
 
-class ResumeLater(Exception):  # noqa: N818 (a signal to the job runner, not a failure)
+class ResumeLater(Exception):
     """Raised by a job's work when it may not go on before `resume_at` (epoch seconds): the
     job goes WAITING until then, keeping its checkpoint."""
 

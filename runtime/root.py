@@ -21,18 +21,21 @@ from redis.asyncio import Redis as AsyncRedis
 from core.job_bus import InProcessBus, JobEventBus, RedisBus
 from core.settings import ENV_PREFIX, Settings, SettingsError
 from core.telemetry import instrument_engine
+from domain.activities import Source
 from domain.pagination import PageTokens
-from services.activities import ActivityService
+from services.activities import ActivityService, ExternalActivities
 from services.athletes import AthleteService
 from services.dead_letters import DeadLetterService
 from services.jobs import JobService, JobStore
 from services.paging import Paging
+from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
 from tasks.declare import TaskRef
 from tasks.jobs import JOB_TASKS
 from tasks.queue import StrideHuey, make_huey, sqlite_queue_path
 from tasks.strava import StravaClient, TokenCipher
+from tasks.strava.tokens import AccessTokens
 
 DATABASE_FILE = "stride.db"
 
@@ -100,6 +103,23 @@ class Runtime:
         if not self.settings.strava_enabled:
             return None
         return StravaClient.from_settings(self.settings, self.redis)
+
+    @cached_property
+    def strava_service(self) -> StravaService:
+        return StravaService(
+            self.settings, self.database, self.job_store, self.huey, self.token_cipher
+        )
+
+    @cached_property
+    def strava_tokens(self) -> AccessTokens | None:
+        """Athletes' Strava access tokens (for tasks); None when Strava is not configured."""
+        if self.strava is None or self.token_cipher is None:
+            return None
+        return AccessTokens(self.database, self.strava, self.token_cipher)
+
+    @cached_property
+    def strava_activities(self) -> ExternalActivities:
+        return ExternalActivities(self.database, Source.STRAVA)
 
     @cached_property
     def token_cipher(self) -> TokenCipher | None:

@@ -57,6 +57,7 @@ from server.servicers.activities import ActivityServicer
 from server.servicers.admin import AdminServicer
 from server.servicers.athletes import AthleteServicer
 from server.servicers.jobs import JobServicer
+from server.servicers.sync import SyncServicer
 from services.tokens import AccessTokenService
 from storage import migrate
 from storage.database import Database
@@ -207,13 +208,14 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
     )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
-    sync = sync_pb2_grpc.SyncServiceServicer()  # type: ignore[abstract]
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(analytics, server)
     job_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(runtime.jobs, runtime.job_bus, runner, settings.watch_heartbeat_seconds),
         server,
     )
-    sync_pb2_grpc.add_SyncServiceServicer_to_server(sync, server)
+    sync_pb2_grpc.add_SyncServiceServicer_to_server(
+        SyncServicer(runtime.strava_service, runner), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable(server, [*SERVICE_NAMES, "grpc.health.v1.Health"])
 

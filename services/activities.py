@@ -181,3 +181,63 @@ def _vanished_or_changed(exists: bool, name: str) -> StrideError:
 def _require_athlete(session: Session, athlete_id: str) -> None:
     if not AthleteRepository(session).exists(athlete_id):
         raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
+
+
+class ExternalActivities:
+    """Activities that mirror another system's (Strava; later file imports): written by
+    jobs, keyed by (athlete, source, external id), so writing one twice stores it once."""
+
+    def __init__(self, db: Database, source: Source) -> None:
+        self.db = db
+        self.source = source
+
+    def stored_raw(self, athlete_id: str, external_ids: list[str]) -> dict[str, Any]:
+        """The source records stored for those of `external_ids` that exist."""
+        with self.db.read_primary() as session:
+            return ActivityRepository(session).raw_by_external_id(
+                athlete_id, self.source, external_ids
+            )
+
+    def stored_ids(self, athlete_id: str) -> set[str]:
+        with self.db.read_primary() as session:
+            return set(ActivityRepository(session).external_ids(athlete_id, self.source))
+
+    def write(
+        self,
+        athlete_id: str,
+        external_id: str,
+        edit: ActivityEdit,
+        measurements: Measurements,
+        raw: dict[str, Any],
+        samples: list[Sample] | None,
+        job_id: str | None,
+    ) -> tuple[Activity, bool, int]:
+        """Store the activity and (unless `samples` is None) replace its samples, in one unit
+        of work; (activity, created, samples written)."""
+        with self.db.transaction() as session:
+            if not measurements.time_zone:  # the source did not say: the athlete's own
+                athlete = AthleteRepository(session).get(athlete_id, share=True)
+                if athlete is None:
+                    raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
+                zone = athlete.profile.time_zone
+                measurements = dataclasses.replace(measurements, time_zone=zone)
+            activity, created = ActivityRepository(session).upsert_external(
+                athlete_id,
+                edit,
+                measurements,
+                source=self.source,
+                external_id=external_id,
+                raw=raw,
+                source_job_id=job_id,
+            )
+            written = 0
+            if samples is not None:
+                written = SampleRepository(session).replace(activity.id, samples)
+        return activity, created, written
+
+    def delete(self, athlete_id: str, external_ids: list[str] | None = None) -> int:
+        """Delete what came from the source (only `external_ids` when given)."""
+        with self.db.transaction() as session:
+            return ActivityRepository(session).delete_external(
+                athlete_id, self.source, external_ids
+            )

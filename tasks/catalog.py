@@ -8,5 +8,13 @@ from typing import Any
 from tasks.declare import TaskRef
 from tasks.diagnostics import ping
 from tasks.jobs import prune_job_events, run_job, sweep_leases
+from tasks.strava import connection, sync  # noqa: F401 (they register their job runners)
+from tasks.strava.schedule import strava_housekeeping
 
-ALL: tuple[TaskRef[..., Any], ...] = (ping, run_job, sweep_leases, prune_job_events)
+ALL: tuple[TaskRef[..., Any], ...] = (
+    ping,
+    run_job,
+    sweep_leases,
+    prune_job_events,
+    strava_housekeeping,
+)

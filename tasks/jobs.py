@@ -38,7 +38,7 @@ JOB_TASKS = frozenset({"run_job"})
 """Tasks whose first argument is a job id: their dead letters name the job."""
 
 
-class JobCancelled(Exception):  # noqa: N818 (a signal to run_job, not a failure)
+class JobCancelled(Exception):
     """Raised by `JobRun.check` once cancellation was requested: `run_job` ends the job
     CANCELLED with `result`, what the job stored so far (kept)."""
 
@@ -47,7 +47,7 @@ class JobCancelled(Exception):  # noqa: N818 (a signal to run_job, not a failure
         self.result = result
 
 
-class WorkerStopping(Exception):  # noqa: N818
+class WorkerStopping(Exception):
     """Raised by `JobRun.check` when the worker is shutting down: the job goes back on the
     queue and resumes from its checkpoint on another worker."""
 
@@ -257,10 +257,10 @@ def prune_job_events() -> int:
 __all__ = [
     "CANCEL_CHECK_EVERY",
     "JOB_TASKS",
-    "JobCancelled",
-    "WorkerStopping",
     "RENEW_EVERY",
+    "JobCancelled",
     "JobRun",
+    "WorkerStopping",
     "enqueue_job",
     "prune_job_events",
     "register",

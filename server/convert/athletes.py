@@ -7,7 +7,8 @@ from typing import Any
 from stride.v1 import athlete_pb2, common_pb2
 
 from domain import names
-from domain.athletes import PROFILE_FIELDS, Athlete, AthleteProfile, Sex, StravaState
+from domain.athletes import PROFILE_FIELDS, Athlete, AthleteProfile, Sex
+from domain.connections import ConnectionState
 from domain.errors import Violations
 from domain.tokens import AccessToken
 from server.convert.common import (
@@ -24,9 +25,11 @@ SEX_TO_PROTO = {
 SEX_FROM_PROTO = {value: key for key, value in SEX_TO_PROTO.items()}
 
 STRAVA_STATE_TO_PROTO = {
-    StravaState.NOT_CONNECTED: athlete_pb2.STRAVA_CONNECTION_STATE_NOT_CONNECTED,
-    StravaState.CONNECTED: athlete_pb2.STRAVA_CONNECTION_STATE_CONNECTED,
-    StravaState.REVOKED: athlete_pb2.STRAVA_CONNECTION_STATE_REVOKED,
+    ConnectionState.NOT_CONNECTED: athlete_pb2.STRAVA_CONNECTION_STATE_NOT_CONNECTED,
+    ConnectionState.CONNECTED: athlete_pb2.STRAVA_CONNECTION_STATE_CONNECTED,
+    ConnectionState.REVOKED: athlete_pb2.STRAVA_CONNECTION_STATE_REVOKED,
+    ConnectionState.CONNECTING: athlete_pb2.STRAVA_CONNECTION_STATE_CONNECTING,
+    ConnectionState.DISCONNECTING: athlete_pb2.STRAVA_CONNECTION_STATE_DISCONNECTING,
 }
 
 # Paths an update mask may name but that are never written. `etag` is sent back with an

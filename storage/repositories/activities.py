@@ -239,8 +239,9 @@ class ActivityRepository:
                 **values,
             )
             .on_conflict_do_nothing(index_elements=["athlete_id", "source", "external_id"])
+            .returning(ActivityRow.id)  # rowcount is not reliable here (psycopg reports -1)
         )
-        created = bool(inserted.rowcount)  # type: ignore[attr-defined]
+        created = inserted.scalar() is not None
         if not created:
             current = self.get_external(athlete_id, source, external_id, lock=True)
             assert current is not None  # the conflicting row exists and we hold its lock

@@ -9,7 +9,8 @@ import uuid
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
-from domain.athletes import Athlete, AthleteProfile, Sex, StravaState
+from domain.athletes import Athlete, AthleteProfile, Sex
+from domain.connections import ConnectionState
 from storage.models import AthleteRow, StravaConnectionRow
 from storage.repositories.keyset import after_position
 
@@ -26,7 +27,7 @@ def _to_domain(row: AthleteRow, strava_state: str | None) -> Athlete:
             max_heart_rate_bpm=row.max_heart_rate_bpm,
             resting_heart_rate_bpm=row.resting_heart_rate_bpm,
         ),
-        strava_state=StravaState(strava_state or StravaState.NOT_CONNECTED),
+        strava_state=ConnectionState(strava_state or ConnectionState.NOT_CONNECTED),
         create_time=row.create_time,
         update_time=row.update_time,
         revision=row.revision,

@@ -1,0 +1,274 @@
+"""SyncService's use-cases: the Strava connection, authorization, and starting the jobs
+that connect, disconnect and sync. Nothing here calls Strava: every external call is a job's
+(see tasks/strava/), so these answer in milliseconds whatever Strava is doing."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import structlog
+
+from core.settings import Settings
+from domain import names
+from domain.connections import (
+    RESOURCE,
+    ConnectionState,
+    ConnectionView,
+    StravaNotConfigured,
+    StravaNotConnected,
+    SyncAlreadyActive,
+    parse_scopes,
+)
+from domain.errors import InvalidArgument, NotFound, PermissionDenied, Violations
+from domain.jobs import Job, JobKind
+from services.jobs import JobStore
+from storage.database import Database
+from storage.repositories.athletes import AthleteRepository
+from storage.repositories.strava import StravaConnectionRepository
+from tasks import priority
+from tasks.jobs import JobQueue, enqueue_job
+from tasks.strava.crypto import TokenCipher
+
+log = structlog.get_logger(__name__)
+
+SCOPES = "read,activity:read_all"
+STATE_LIFETIME = dt.timedelta(hours=1)
+CONNECTION_KINDS = (JobKind.STRAVA_CONNECT, JobKind.STRAVA_DISCONNECT)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class StravaService:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        jobs: JobStore,
+        queue: JobQueue,
+        cipher: TokenCipher | None,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.jobs = jobs
+        self.queue = queue
+        self.cipher = cipher
+        self.clock = clock
+
+    # Reading ------------------------------------------------------------------------------
+
+    def connection(self, athlete_id: str) -> ConnectionView:
+        """The stored link in the state its jobs give it: CONNECTING while a connect job
+        runs, DISCONNECTING while a disconnect does."""
+        with self.db.read_primary() as session:
+            if AthleteRepository(session).get(athlete_id) is None:
+                raise NotFound(RESOURCE, f"{names.athlete_name(athlete_id)}/stravaConnection")
+            stored = StravaConnectionRepository(session).get(athlete_id)
+        active = self.jobs.active(athlete_id, CONNECTION_KINDS)
+        if active is not None and active.kind == JobKind.STRAVA_DISCONNECT:
+            state = ConnectionState.DISCONNECTING
+        elif active is not None:
+            state = ConnectionState.CONNECTING
+        elif stored is not None:
+            state = stored.state
+        else:
+            state = ConnectionState.NOT_CONNECTED
+        return ConnectionView(athlete_id, state, stored)
+
+    # Authorizing and connecting -----------------------------------------------------------
+
+    def authorization_url(self, athlete_id: str, redirect_uri: str) -> tuple[str, str]:
+        """Strava's consent page for this athlete, and the state it carries."""
+        self._configured()
+        self.connection(athlete_id)  # NotFound for an unknown athlete
+        redirect = redirect_uri or self.settings.strava_redirect_uri
+        if urlsplit(redirect).scheme not in ("http", "https"):
+            raise InvalidArgument.one("redirect_uri", "must be an http(s) URL")
+        state = self._issue_state(athlete_id)
+        query = urlencode(
+            {
+                "client_id": self.settings.strava_client_id,
+                "redirect_uri": redirect,
+                "response_type": "code",
+                "approval_prompt": "auto",
+                "scope": SCOPES,
+                "state": state,
+            }
+        )
+        return f"{self.settings.strava_oauth_url}/authorize?{query}", state
+
+    def connect(self, athlete_id: str, code: str, scope: str, state: str, request_id: str) -> Job:
+        """Enqueue the code's exchange (a STRAVA_CONNECT job). `code` may be the whole
+        address Strava redirected to."""
+        self._configured()
+        code, scope, state = _from_redirect(code, scope, state)
+        violations = Violations()
+        if not code or len(code) > 200 or not code.isascii() or not code.isalnum():
+            violations.add("code", "must be the authorization code (letters and digits)")
+        if scope and len(scope) > 200:
+            violations.add("scope", "must be at most 200 characters")
+        violations.raise_if_any()
+        if state and not self._state_valid(athlete_id, state):
+            raise InvalidArgument.one(
+                "state", "was not issued by GetStravaAuthorizationUrl for this athlete",
+                reason="STRAVA_STATE_MISMATCH",
+            )  # fmt: skip
+        self.connection(athlete_id)
+        assert self.cipher is not None  # settings require a key with Strava configured
+        params = {
+            "code": self.cipher.encrypt(code).decode(),
+            "scope": ",".join(parse_scopes(scope)),
+            "priority": priority.USER,
+        }
+        return self._start(athlete_id, JobKind.STRAVA_CONNECT, params, request_id)
+
+    def disconnect(self, athlete_id: str, request_id: str) -> Job:
+        """Enqueue the disconnect (STRAVA_DISCONNECT): deauthorize, delete Strava's data."""
+        self._configured()
+        view = self.connection(athlete_id)
+        if view.stored is None and view.state != ConnectionState.DISCONNECTING:
+            raise StravaNotConnected(athlete_id, view.state)
+        return self._start(
+            athlete_id,
+            JobKind.STRAVA_DISCONNECT,
+            {"priority": priority.USER},
+            request_id,
+            exclusive=(JobKind.STRAVA_DISCONNECT,),
+        )
+
+    # Syncing ------------------------------------------------------------------------------
+
+    def start_sync(
+        self,
+        athlete_id: str,
+        after: dt.datetime | None,
+        full: bool,
+        request_id: str,
+        *,
+        scheduled: bool = False,
+    ) -> Job:
+        """One sync per athlete: an incremental request joins the active one; a `full` or
+        `after` request while one is active is SyncAlreadyActive."""
+        if after is not None and full:
+            raise InvalidArgument.one("after", "must not be given with full")
+        self._configured()
+        view = self.connection(athlete_id)
+        if view.state != ConnectionState.CONNECTED:
+            raise StravaNotConnected(athlete_id, view.state)
+        mode = "full" if full else "after" if after is not None else "incremental"
+        params: dict[str, Any] = {
+            "mode": mode,
+            "after": None if after is None else int(after.timestamp()),
+            "priority": priority.SCHEDULED if scheduled else priority.USER,
+        }
+        job = self._start(
+            athlete_id, JobKind.STRAVA_SYNC, params, request_id, exclusive=(JobKind.STRAVA_SYNC,)
+        )
+        joined = job.params.get("mode") != mode or job.params.get("after") != params["after"]
+        if mode != "incremental" and joined and not (request_id and job.request_id == request_id):
+            raise SyncAlreadyActive(names.job_name(athlete_id, job.id))
+        return job
+
+    # The webhook --------------------------------------------------------------------------
+
+    def verify_webhook(self, mode: str, challenge: str, verify_token: str) -> bytes:
+        """The JSON body echoing `challenge` when `verify_token` is the configured one."""
+        expected = self.settings.strava_verify_token
+        if (
+            expected is None
+            or mode != "subscribe"
+            or not hmac.compare_digest(verify_token.encode(), expected.get_secret_value().encode())
+        ):
+            raise PermissionDenied("the webhook verify token does not match")
+        return json.dumps({"hub.challenge": challenge}).encode()
+
+    def accept_webhook_event(self, event: dict[str, Any]) -> Job | None:
+        """A STRAVA_WEBHOOK job for a known athlete's event; None when it is ignored (an
+        unknown athlete, another subscription, a kind Stride does not act on)."""
+        if not self.settings.strava_enabled:
+            return None
+        subscription = self.settings.strava_subscription_id
+        if subscription and event.get("subscription_id") != subscription:
+            log.info("webhook event of another subscription ignored")
+            return None
+        if event.get("object_type") not in ("activity", "athlete"):
+            return None
+        with self.db.read_primary() as session:
+            stored = StravaConnectionRepository(session).by_strava_athlete(
+                int(event.get("owner_id") or 0)
+            )
+        if stored is None:
+            return None
+        params = {"event": event, "priority": priority.USER}
+        return self._start(stored.athlete_id, JobKind.STRAVA_WEBHOOK, params, "")
+
+    # Helpers ------------------------------------------------------------------------------
+
+    def _configured(self) -> None:
+        if not self.settings.strava_enabled:
+            raise StravaNotConfigured()
+
+    def _start(
+        self,
+        athlete_id: str,
+        kind: JobKind,
+        params: dict[str, Any],
+        request_id: str,
+        *,
+        exclusive: tuple[JobKind, ...] = (),
+    ) -> Job:
+        job, created = self.jobs.create(
+            athlete_id, kind, params, request_id or None, exclusive=exclusive
+        )
+        if created:
+            # Should this enqueue be lost (the process dies now), the sweeper enqueues the
+            # job again after its claim deadline.
+            enqueue_job(self.queue, job)
+        return job
+
+    def _issue_state(self, athlete_id: str) -> str:
+        expires = int((self.clock() + STATE_LIFETIME).timestamp())
+        body = f"{athlete_id}.{expires}.{secrets.token_hex(4)}"
+        return f"{_b64(body.encode())}.{self._mac(body)}"
+
+    def _state_valid(self, athlete_id: str, state: str) -> bool:
+        try:
+            encoded, mac = state.split(".", 1)
+            body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+            owner, expires, _ = body.split(".", 2)
+            fresh = int(expires) >= self.clock().timestamp()
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(mac, self._mac(body)) and owner == athlete_id and fresh
+
+    def _mac(self, body: str) -> str:
+        digest = hmac.new(self.settings.signing_key, b"strava-state:" + body.encode(),
+                          hashlib.sha256).digest()  # fmt: skip
+        return _b64(digest[:16])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _from_redirect(code: str, scope: str, state: str) -> tuple[str, str, str]:
+    """`code` as pasted: the code alone, or the address Strava redirected the browser to."""
+    code = code.strip()
+    if "?" not in code and "=" not in code:
+        return code, scope, state
+    query = parse_qs(urlsplit(code).query if "?" in code else code)
+
+    def first(key: str, default: str) -> str:
+        return query.get(key, [default])[0]
+
+    return first("code", ""), scope or first("scope", ""), state or first("state", "")

@@ -1,0 +1,300 @@
+"""Strava jobs that write activities: the sync (paged, resumable, paced by the shared
+budget), a webhook event, and the reconcile that finds deletions webhooks missed.
+
+A sync lists the athlete's activities oldest first from a start time, page by page. For each
+activity it compares the summary with the stored copy: unchanged ones cost no further call;
+new or edited ones are fetched in detail with their streams and written with their samples
+in one unit of work, keyed by (athlete, strava, activity id), so a re-run writes nothing
+twice. After each page the job stores a checkpoint (the page and the tallies): a worker that
+dies, a spent budget (the job WAITs until the window resets) or a stopping worker all resume
+there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import structlog
+
+from domain.connections import incremental_start
+from domain.jobs import JobFailure, JobKind, Progress
+from domain.strava import StravaPayloadError, activity_from_strava, samples_from_streams
+from storage.repositories.strava import StravaConnectionRepository
+from tasks.jobs import JobRun, register
+from tasks.strava.client import Activity as StravaActivityRecord
+from tasks.strava.errors import NotFound
+from tasks.strava.work import StravaWork, strava_work
+
+log = structlog.get_logger(__name__)
+
+# Summary fields whose change means the stored copy is stale (kudos and the like are not).
+FINGERPRINT = (
+    "name",
+    "sport_type",
+    "type",
+    "start_date",
+    "elapsed_time",
+    "moving_time",
+    "distance",
+    "total_elevation_gain",
+    "visibility",
+    "private",
+    "average_heartrate",
+    "max_heartrate",
+    "manual",
+)
+MAX_FAILED_ITEMS = 100
+# Reconcile refuses to delete more than this share of the stored activities at once: Strava
+# answering with an empty or truncated history is likelier than the athlete deleting most of it.
+RECONCILE_MAX_SHARE = 0.5
+
+
+def fingerprint(raw: dict[str, Any] | None) -> tuple[Any, ...] | None:
+    return None if raw is None else tuple(raw.get(key) for key in FINGERPRINT)
+
+
+@dataclass
+class Tally:
+    """What a Strava job did (the job's result), kept in its checkpoint across re-runs."""
+
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+    samples_written: int = 0
+    failed_items: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Tally:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def progress(self) -> Progress:
+        done = self.created + self.updated + self.unchanged + self.deleted
+        return Progress(completed=done, failed=self.failed, skipped=self.skipped)
+
+    def fail(self, item: str, message: str) -> None:
+        self.failed += 1
+        if len(self.failed_items) < MAX_FAILED_ITEMS:
+            self.failed_items.append(
+                {"item": item, "error": {"code": "INVALID_ARGUMENT", "message": message}}
+            )
+
+
+def write_activity(
+    work: StravaWork,
+    run: JobRun,
+    athlete_id: str,
+    activity_id: int,
+    tally: Tally,
+    *,
+    with_streams: bool = True,
+    detail: StravaActivityRecord | None = None,
+) -> str:
+    """Fetch one activity in detail (unless given) and its streams, and store it; returns
+    its title for the job's event. A vanished activity is skipped, a malformed one fails
+    alone."""
+    if detail is None:
+        try:
+            detail = work.tokens.call(
+                athlete_id, lambda t: work.client.get_activity(t, activity_id)
+            )
+        except NotFound:
+            tally.skipped += 1  # deleted meanwhile, or no longer visible to this token
+            return str(activity_id)
+    try:
+        mapped = activity_from_strava(detail.raw)
+    except StravaPayloadError as exc:
+        tally.fail(str(activity_id), str(exc))
+        return str(activity_id)
+    samples = None
+    if with_streams:
+        run.check(tally.to_json())
+        streams = work.tokens.call(athlete_id, lambda t: work.client.get_streams(t, activity_id))
+        samples = samples_from_streams(mapped.measurements.start_time, streams.by_type)
+    _, created, written = work.activities.write(
+        athlete_id,
+        mapped.external_id,
+        mapped.edit,
+        mapped.measurements,
+        detail.raw,
+        samples,
+        run.job.id,
+    )
+    if created:
+        tally.created += 1
+    else:
+        tally.updated += 1
+    tally.samples_written += written
+    return mapped.edit.title
+
+
+def _start_after(work: StravaWork, run: JobRun) -> int:
+    """Epoch seconds the listing starts after, from the job's parameters."""
+    params = run.job.params
+    if params.get("mode") == "full":
+        return 0
+    if params.get("after") is not None:
+        return max(0, int(params["after"]) - 1)  # Strava's `after` is exclusive
+    stored = work.tokens.load(run.job.athlete_id or "")
+    start = incremental_start(stored.sync_cursor)
+    return 0 if start is None else int(start.timestamp())
+
+
+def run_sync(run: JobRun) -> dict[str, Any]:
+    work = strava_work()
+    athlete_id = run.job.athlete_id or ""
+    checkpoint = run.job.checkpoint or {}
+    if checkpoint:
+        after, page = int(checkpoint["after"]), int(checkpoint["page"])
+        newest = checkpoint.get("newest")
+    else:
+        after, page, newest = _start_after(work, run), 1, None
+    tally = Tally.from_json(checkpoint.get("tally"))
+    while True:
+        run.check(tally.to_json())
+        listing = work.tokens.call(
+            athlete_id,
+            partial(work.client.list_activities, after=after, page=page, per_page=work.page_size),
+        )
+        stored = work.activities.stored_raw(athlete_id, [str(a.id) for a in listing])
+        for summary in listing:
+            run.check(tally.to_json())
+            start = summary.raw.get("start_date")
+            if isinstance(start, str) and (newest is None or start > newest):
+                newest = start
+            title = _sync_one(work, run, athlete_id, summary, stored, tally)
+            if title is not None:
+                run.progress(tally.progress(), item=title)
+        page += 1
+        checkpoint = {"after": after, "page": page, "newest": newest, "tally": tally.to_json()}
+        run.progress(tally.progress(), checkpoint=checkpoint)
+        if len(listing) < work.page_size:
+            break
+    _finish(work, athlete_id, newest)
+    return tally.to_json()
+
+
+def _sync_one(
+    work: StravaWork,
+    run: JobRun,
+    athlete_id: str,
+    summary: StravaActivityRecord,
+    stored: dict[str, Any],
+    tally: Tally,
+) -> str | None:
+    """Sync one listed activity; its title when something was written or failed (an event),
+    None when it was unchanged."""
+    key = str(summary.id)
+    if key in stored and fingerprint(stored[key]) == fingerprint(summary.raw):
+        tally.unchanged += 1
+        return None
+    with_streams = not summary.raw.get("manual", False)
+    return write_activity(work, run, athlete_id, summary.id, tally, with_streams=with_streams)
+
+
+def _finish(work: StravaWork, athlete_id: str, newest: str | None) -> None:
+    """The connection remembers the sync: when it ended and the newest start time seen."""
+    cursor = None
+    if newest is not None:
+        try:
+            cursor = dt.datetime.fromisoformat(newest.replace("Z", "+00:00"))
+        except ValueError:
+            cursor = None
+    with work.runtime.database.transaction() as session:
+        repo = StravaConnectionRepository(session)
+        stored = repo.get(athlete_id, lock=True)
+        if stored is None:
+            return
+        if cursor is not None and stored.sync_cursor is not None:
+            cursor = max(cursor, stored.sync_cursor)
+        repo.save(
+            dataclasses.replace(
+                stored,
+                last_sync_time=dt.datetime.now(dt.UTC),
+                sync_cursor=cursor or stored.sync_cursor,
+            )
+        )
+
+
+def run_webhook(run: JobRun) -> dict[str, Any]:
+    """Act on one push event. Events are unsigned (anyone can post to the callback), so
+    each is checked with Strava before anything is deleted: an activity only once Strava
+    answers 404 for it, an athlete's data only once Strava refuses their tokens."""
+    work = strava_work()
+    athlete_id = run.job.athlete_id or ""
+    event = run.job.params.get("event") or {}
+    tally = Tally()
+    kind = event.get("object_type")
+    object_id = int(event.get("object_id") or 0)
+    if kind == "athlete":
+        try:
+            work.tokens.call(athlete_id, work.client.get_athlete)
+        except JobFailure as failure:
+            if failure.reason != "STRAVA_ACCESS_REVOKED":
+                raise
+            tally.deleted = work.activities.delete(athlete_id)
+        return tally.to_json()
+    if kind != "activity" or object_id <= 0:
+        return tally.to_json()
+    stored = work.activities.stored_raw(athlete_id, [str(object_id)])
+    try:
+        detail = work.tokens.call(athlete_id, lambda t: work.client.get_activity(t, object_id))
+    except NotFound:
+        if stored:
+            tally.deleted = work.activities.delete(athlete_id, [str(object_id)])
+        return tally.to_json()
+    # It exists: create it, or (an edit of title, type, privacy) update it without fetching
+    # the recording again.
+    with_streams = str(object_id) not in stored
+    title = write_activity(
+        work, run, athlete_id, object_id, tally, with_streams=with_streams, detail=detail
+    )
+    run.progress(tally.progress(), item=title)
+    return tally.to_json()
+
+
+def run_reconcile(run: JobRun) -> dict[str, Any]:
+    """Delete stored activities Strava no longer lists (deletions whose webhook was lost),
+    unless that would delete most of them (then Strava has likely lost data: refuse)."""
+    work = strava_work()
+    athlete_id = run.job.athlete_id or ""
+    listed: set[str] = set()
+    page = 1
+    while True:
+        run.check()
+        listing = work.tokens.call(
+            athlete_id,
+            partial(work.client.list_activities, after=0, page=page, per_page=work.page_size),
+        )
+        listed.update(str(a.id) for a in listing)
+        if len(listing) < work.page_size:
+            break
+        page += 1
+    stored = work.activities.stored_ids(athlete_id)
+    missing = sorted(stored - listed)
+    tally = Tally(unchanged=len(stored) - len(missing))
+    if missing and (not listed or len(missing) > RECONCILE_MAX_SHARE * len(stored)):
+        raise JobFailure(
+            "FAILED_PRECONDITION",
+            "STRAVA_HISTORY_MISSING",
+            f"Strava lists {len(listed)} activities but {len(missing)} of the {len(stored)}"
+            " stored are not among them: refusing to delete (Strava may have lost them)",
+        )
+    if missing:
+        tally.deleted = work.activities.delete(athlete_id, missing)
+    return tally.to_json()
+
+
+register(JobKind.STRAVA_SYNC, run_sync)
+register(JobKind.STRAVA_WEBHOOK, run_webhook)
+register(JobKind.STRAVA_RECONCILE, run_reconcile)
