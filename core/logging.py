@@ -66,6 +66,10 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every Strava request at INFO (a sync makes thousands); the Strava client
+    # logs what matters (retries, waits) itself.
+    if level != "DEBUG":
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     grpc_core = logging.getLogger("grpc._cython.cygrpc")
     if not any(isinstance(f, _ClientWentAway) for f in grpc_core.filters):
         grpc_core.addFilter(_ClientWentAway())
