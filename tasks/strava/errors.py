@@ -12,7 +12,7 @@ class StravaError(Exception):
     """A call failed: an unexpected status, a body that is not JSON, retries used up."""
 
     def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)  # not super(): WaitUntil is also a ResumeLater
         self.status = status
         self.body = body
 
