@@ -1,7 +1,7 @@
 """`make bench`: every benchmark, each against its baseline in the same run.
 
 `python -m bench --only fairness` (or `BENCH_ONLY=fairness`) runs just the named ones
-(comma-separated: reads, interceptors, fairness, job-events). The fairness and job-events
+(comma-separated: reads, interceptors, fairness, job-events, sync). The fairness and job-events
 benchmarks have their own options: `python -m bench.fairness --help`,
 `python -m bench.job_events --help`.
 """
@@ -10,13 +10,14 @@ import argparse
 import os
 from collections.abc import Callable
 
-from bench import fairness, interceptors, job_events, reads
+from bench import fairness, interceptors, job_events, reads, sync
 
 BENCHMARKS: dict[str, Callable[[], object]] = {
     "reads": reads.run,
     "interceptors": interceptors.run,
     "fairness": fairness.run,
     "job-events": job_events.run,
+    "sync": sync.run,
 }
 
 parser = argparse.ArgumentParser(prog="python -m bench")

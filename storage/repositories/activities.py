@@ -6,9 +6,9 @@ import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -294,6 +294,7 @@ class ActivityRepository:
         return [_to_domain(row) for row in self.session.execute(query.limit(limit))]
 
 
+_SAMPLES = cast(Table, ActivitySampleRow.__table__)
 _SAMPLE_COLUMNS = (
     "distance_meters",
     "latitude",
@@ -323,7 +324,8 @@ class SampleRepository:
                 | {column: getattr(s, column) for column in _SAMPLE_COLUMNS}
                 for s in samples
             ]
-            self.session.execute(insert(ActivitySampleRow), rows)
+            # Core, not the ORM's bulk insert: one executemany, a third of the time.
+            self.session.execute(insert(_SAMPLES), rows)
         count = self.session.scalar(
             select(func.count()).where(ActivitySampleRow.activity_id == activity_id)
         )
