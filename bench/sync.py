@@ -13,14 +13,19 @@ in-process workers) always; PostgreSQL (COPY for samples) + Redis when both answ
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import redis
 from stride.v1 import job_pb2, job_pb2_grpc, sync_pb2
 
@@ -34,7 +39,7 @@ from tests.strava_flow import (
     sync_stub,
     watch,
 )
-from tests.strava_sim import SimConfig, StravaSimulator
+from tests.strava_sim import SimConfig
 from tests.support import (
     ADMIN_TOKEN,
     ServerThread,
@@ -68,7 +73,7 @@ class Row:
         )
 
 
-def fetch_only(sim: StravaSimulator, strava_id: int) -> Row:
+def fetch_only(sim: RemoteSimulator, strava_id: int) -> Row:
     """The sync's requests and mapping, storing nothing."""
     tokens = sim.tokens(strava_id)
     client = StravaClient(
@@ -97,7 +102,7 @@ def fetch_only(sim: StravaSimulator, strava_id: int) -> Row:
     return Row("baseline: fetch + map, no storage", time.perf_counter() - started, count, samples)
 
 
-def sync_job(sim: StravaSimulator, strava_id: int, label: str, database_url: str | None,
+def sync_job(sim: RemoteSimulator, strava_id: int, label: str, database_url: str | None,
              **extra: object) -> Row:  # fmt: skip
     with tempfile.TemporaryDirectory() as workdir:
         settings = make_settings(
@@ -133,21 +138,59 @@ def _redis_available() -> bool:
         client.close()
 
 
+class RemoteSimulator:
+    """The simulator in a process of its own (so it does not share the GIL with Stride),
+    with the bits of `StravaSimulator` the flow helpers use, over its control API."""
+
+    def __init__(self, config: SimConfig, base_url: str) -> None:
+        self.config = config
+        self.base_url = base_url
+        self.api_url = f"{base_url}/api/v3"
+        self.http = httpx.Client(base_url=base_url, timeout=30)
+
+    @property
+    def athlete_ids(self) -> list[int]:
+        return [int(row["id"]) for row in self.http.get("/_sim/athletes").json()]
+
+    def authorize(self, athlete_id: int) -> str:
+        return str(self.http.post("/_sim/codes", params={"athlete_id": athlete_id}).json()["code"])
+
+    def tokens(self, athlete_id: int) -> dict[str, Any]:
+        body: dict[str, Any] = self.http.post(
+            "/_sim/tokens", params={"athlete_id": athlete_id}
+        ).json()
+        return body
+
+
 @contextmanager
-def _simulator(options: Options) -> Iterator[StravaSimulator]:
+def _simulator(options: Options) -> Iterator[RemoteSimulator]:
+    limits = "1000000,10000000"
     config = SimConfig(seed=11, athletes=1, activities=options.activities,
-                       stream_step=options.stream_step, rate_limits_enabled=False,
-                       stream_cache_size=options.activities + 1,
-                       overall_limits=(10**6, 10**7), read_limits=(10**6, 10**7))  # fmt: skip
-    with StravaSimulator(config) as sim:
-        yield sim
+                       stream_step=options.stream_step)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.strava_sim", "--port", "0", "--seed", str(config.seed),
+         "--athletes", "1", "--activities", str(options.activities),
+         "--stream-step", str(options.stream_step), "--no-rate-limit",
+         "--rate-limit", limits, "--read-rate-limit", limits],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        remote = RemoteSimulator(config, first.rsplit(" ", 1)[-1].strip())
+        yield remote
+        remote.http.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def measure(options: Options) -> list[tuple[Row, Row]]:
     rows = []
     with _simulator(options) as sim:
         strava_id = sim.athlete_ids[0]
-        fetch_only(sim, strava_id)  # warm the simulator's stream cache
+        fetch_only(sim, strava_id)  # warm up (the simulator generates streams once)
         baseline = fetch_only(sim, strava_id)
         rows.append((baseline, sync_job(sim, strava_id, "SQLite, in-process workers", None)))
         if postgres_available() and _redis_available():

@@ -4,17 +4,29 @@ connect with a pasted code, sync, watch the job)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from stride.v1 import athlete_pb2, athlete_pb2_grpc, job_pb2, job_pb2_grpc, sync_pb2, sync_pb2_grpc
 
-from tests.strava_sim import StravaSimulator
+from tests.strava_sim import SimConfig
 
 ENCRYPTION_KEY = "test-token-encryption-key"
 
 
-def strava_overrides(sim: StravaSimulator, **extra: Any) -> dict[str, Any]:
+class Simulator(Protocol):
+    """What these helpers use of a simulator: in-process (`StravaSimulator`) or remote."""
+
+    @property
+    def config(self) -> SimConfig: ...
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def api_url(self) -> str: ...
+    def authorize(self, athlete_id: int) -> str: ...
+
+
+def strava_overrides(sim: Simulator, **extra: Any) -> dict[str, Any]:
     """`make_settings` overrides for a server or worker using `sim` as Strava."""
     values: dict[str, Any] = {
         "strava_client_id": str(sim.config.client_id),
@@ -32,7 +44,7 @@ def strava_overrides(sim: StravaSimulator, **extra: Any) -> dict[str, Any]:
     return values
 
 
-def strava_env(sim: StravaSimulator, **extra: Any) -> dict[str, str]:
+def strava_env(sim: Simulator, **extra: Any) -> dict[str, str]:
     """The same as environment variables (for `stride-worker` processes)."""
     return {f"STRIDE_{k.upper()}": str(v) for k, v in strava_overrides(sim, **extra).items()}
 
@@ -66,7 +78,7 @@ def watch(
     return events
 
 
-def connect(channel: grpc.Channel, athlete: str, sim: StravaSimulator, strava_id: int) -> Any:
+def connect(channel: grpc.Channel, athlete: str, sim: Simulator, strava_id: int) -> Any:
     """Connect with a pasted code and wait for the connect job; returns its last event."""
     sync = sync_pb2_grpc.SyncServiceStub(channel)
     job = sync.ConnectStrava(
