@@ -156,9 +156,9 @@ def run_sync(run: JobRun) -> dict[str, Any]:
     checkpoint = run.job.checkpoint or {}
     if checkpoint:
         after, page = int(checkpoint["after"]), int(checkpoint["page"])
-        newest = checkpoint.get("newest")
+        done, newest = int(checkpoint.get("done", 0)), checkpoint.get("newest")
     else:
-        after, page, newest = _start_after(work, run), 1, None
+        after, page, done, newest = _start_after(work, run), 1, 0, None
     tally = Tally.from_json(checkpoint.get("tally"))
     while True:
         run.check(tally.to_json())
@@ -167,21 +167,27 @@ def run_sync(run: JobRun) -> dict[str, Any]:
             partial(work.client.list_activities, after=after, page=page, per_page=work.page_size),
         )
         stored = work.activities.stored_raw(athlete_id, [str(a.id) for a in listing])
-        for summary in listing:
+        # A re-run skips what the page's last checkpoint covered: its progress never goes back.
+        for index, summary in enumerate(listing[done:], start=done):
             run.check(tally.to_json())
             start = summary.raw.get("start_date")
             if isinstance(start, str) and (newest is None or start > newest):
                 newest = start
             title = _sync_one(work, run, athlete_id, summary, stored, tally)
-            if title is not None:
-                run.progress(tally.progress(), item=title)
-        page += 1
-        checkpoint = {"after": after, "page": page, "newest": newest, "tally": tally.to_json()}
-        run.progress(tally.progress(), checkpoint=checkpoint)
+            if title is not None:  # written (or failed): the event carries the checkpoint
+                here = {"after": after, "page": page, "done": index + 1, "newest": newest}
+                run.progress(tally.progress(), item=title, checkpoint=here | _tally(tally))
+        page, done = page + 1, 0
+        checkpoint = {"after": after, "page": page, "done": 0, "newest": newest}
+        run.progress(tally.progress(), checkpoint=checkpoint | _tally(tally))
         if len(listing) < work.page_size:
             break
     _finish(work, athlete_id, newest)
     return tally.to_json()
+
+
+def _tally(tally: Tally) -> dict[str, Any]:
+    return {"tally": tally.to_json()}
 
 
 def _sync_one(
