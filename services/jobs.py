@@ -179,10 +179,15 @@ class JobStore:
 
     # Running (tasks) ----------------------------------------------------------------------
 
-    def start(self, job_id: str, owner: str) -> Job | None:
+    def start(self, job_id: str, owner: str, *, task_id: str | None = None) -> Job | None:
         """Claim the job's lease for `owner` and move it to RUNNING (event). None when there
         is nothing to run: it ended, another live worker holds it, or cancellation was
-        requested (then it moves to CANCELLED here)."""
+        requested (then it moves to CANCELLED here).
+
+        `task_id`: the queue task running the job, the last part of `owner`. A lease still
+        held by an earlier attempt of that task is taken over at once: the queue retries a
+        task only after its attempt failed, and a failed attempt that could not give its
+        lease up (the database was down) must not leave the job to the sweeper."""
         now = self.clock()
         event: JobEvent | None = None
         with self.db.transaction() as session:
@@ -191,7 +196,7 @@ class JobStore:
             if row is None:
                 raise self._not_found(job_id)
             state = JobState(row.state)
-            if state.terminal or not repo.claim(job_id, owner, now, self.lease):
+            if state.terminal or not repo.claim(job_id, owner, now, self.lease, task_id):
                 return None
             session.refresh(row)
             if row.cancel_requested:

@@ -164,8 +164,13 @@ def run_job(job_id: str) -> None:
     runner = _RUNNERS.get(job.kind)
     if runner is None:
         raise PermanentFailure(f"no runner is registered for {job.kind} jobs")
+    # The task's id (bound by the queue to the task's context) ends the owner: a retry of
+    # this task may take over a lease an earlier, failed attempt could not release.
+    task_id = structlog.contextvars.get_contextvars().get("task_id")
     owner = f"{worker_identity()}/{threading.get_ident()}"
-    started = store.start(job_id, owner)
+    if task_id:
+        owner = f"{owner}/{task_id}"
+    started = store.start(job_id, owner, task_id=str(task_id) if task_id else None)
     if started is None:
         log.info("job not run: ended, cancelled or held by another worker", job_id=job_id)
         return

@@ -109,6 +109,28 @@ def test_the_periodic_sweeper_runs_on_the_queue(runtime: Runtime, runs: list[str
     assert runs == [job.id]
 
 
+def test_a_retry_of_the_same_task_takes_over_the_lease_its_failed_attempt_kept(
+    runtime: Runtime,
+) -> None:
+    # An attempt failed while the database was down, so it could not release its lease;
+    # the queue retries the task (same task id) on another worker right after.
+    store = runtime.job_store
+    job, _ = store.create(None, KIND, {})
+    assert store.start(job.id, "host:1/11/task-a", task_id="task-a") is not None
+    # Another task (a duplicate enqueue) still may not take a live lease, nor a task id
+    # that would match as a LIKE pattern.
+    assert store.start(job.id, "host:2/22/task-b", task_id="task-b") is None
+    assert store.start(job.id, "host:2/22/%", task_id="%") is None
+    retried = store.start(job.id, "host:2/23/task-a", task_id="task-a")
+    assert retried is not None
+    assert retried.lease_owner == "host:2/23/task-a"
+    assert retried.attempts == 2
+    with pytest.raises(LeaseLost):  # the failed attempt, were it to write, owns nothing
+        store.record_progress(job.id, "host:1/11/task-a", retried.progress)
+    assert not store.heartbeat(job.id, "host:1/11/task-a").owned
+    store.transition(job.id, JobState.SUCCEEDED, owner="host:2/23/task-a", result={})
+
+
 def test_an_unclaimed_queued_job_is_enqueued_again_after_its_claim_deadline(
     runtime: Runtime, runs: list[str]
 ) -> None:

@@ -202,22 +202,29 @@ class JobRepository:
 
     # Leases -------------------------------------------------------------------------------
 
-    def claim(self, job_id: str, owner: str, now: dt.datetime, lease: dt.timedelta) -> bool:
-        """Take the job's lease when nobody holds it, it expired, or `owner` holds it already;
-        True when `owner` now holds it. One conditional UPDATE: two workers racing for one
-        job cannot both win. Counts an attempt."""
+    def claim(
+        self,
+        job_id: str,
+        owner: str,
+        now: dt.datetime,
+        lease: dt.timedelta,
+        task_id: str | None = None,
+    ) -> bool:
+        """Take the job's lease when nobody holds it, it expired, `owner` holds it already,
+        or (`task_id`) an owner ending in `/<task_id>` holds it (an earlier attempt of the
+        same task); True when `owner` now holds it. One conditional UPDATE: two workers
+        racing for one job cannot both win. Counts an attempt."""
+        takeable = [
+            JobRow.lease_owner.is_(None),
+            JobRow.lease_owner == owner,
+            JobRow.lease_expire_time.is_(None),
+            JobRow.lease_expire_time <= now,
+        ]
+        if task_id:
+            takeable.append(JobRow.lease_owner.endswith(f"/{task_id}", autoescape=True))
         result = self.session.execute(
             update(JobRow)
-            .where(
-                JobRow.id == job_id,
-                JobRow.state.not_in(_TERMINAL),
-                or_(
-                    JobRow.lease_owner.is_(None),
-                    JobRow.lease_owner == owner,
-                    JobRow.lease_expire_time.is_(None),
-                    JobRow.lease_expire_time <= now,
-                ),
-            )
+            .where(JobRow.id == job_id, JobRow.state.not_in(_TERMINAL), or_(*takeable))
             .values(
                 lease_owner=owner,
                 lease_expire_time=now + lease,
