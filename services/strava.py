@@ -171,11 +171,12 @@ class StravaService:
             "after": None if after is None else int(after.timestamp()),
             "priority": priority.SCHEDULED if scheduled else priority.USER,
         }
-        job = self._start(
+        job, created = self._create(
             athlete_id, JobKind.STRAVA_SYNC, params, request_id, exclusive=(JobKind.STRAVA_SYNC,)
         )
-        joined = job.params.get("mode") != mode or job.params.get("after") != params["after"]
-        if mode != "incremental" and joined and not (request_id and job.request_id == request_id):
+        # Not created: the active sync (even one of the same mode) or this request's retry.
+        retry = bool(request_id) and job.request_id == request_id
+        if mode != "incremental" and not created and not retry:
             raise SyncAlreadyActive(names.job_name(athlete_id, job.id))
         return job
 
@@ -227,6 +228,18 @@ class StravaService:
         *,
         exclusive: tuple[JobKind, ...] = (),
     ) -> Job:
+        return self._create(athlete_id, kind, params, request_id, exclusive=exclusive)[0]
+
+    def _create(
+        self,
+        athlete_id: str,
+        kind: JobKind,
+        params: dict[str, Any],
+        request_id: str,
+        *,
+        exclusive: tuple[JobKind, ...] = (),
+    ) -> tuple[Job, bool]:
+        """The job, created and enqueued (True) or the one that already existed (False)."""
         job, created = self.jobs.create(
             athlete_id, kind, params, request_id or None, exclusive=exclusive
         )
@@ -234,7 +247,7 @@ class StravaService:
             # Should this enqueue be lost (the process dies now), the sweeper enqueues the
             # job again after its claim deadline.
             enqueue_job(self.queue, job)
-        return job
+        return job, created
 
     def _issue_state(self, athlete_id: str) -> str:
         expires = int((self.clock() + STATE_LIFETIME).timestamp())
