@@ -24,6 +24,7 @@ from core.settings import Settings
 from tasks.strava.budget import Budget
 from tasks.strava.circuit import CircuitBreaker
 from tasks.strava.errors import (
+    CircuitOpen,
     NotFound,
     RateLimited,
     StravaError,
@@ -291,9 +292,16 @@ class StravaClient:
         data: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
     ) -> Any:
-        self.circuit.before_call()
+        # The budget first: a call the budget refuses must not take (and then hold, until
+        # it times out) the half-open circuit's single trial.
         if budgeted:
             self.budget.reserve(read=True)
+        try:
+            self.circuit.before_call()
+        except CircuitOpen:
+            if budgeted:
+                self.budget.release(counted=False)
+            raise
         try:
             response = self.http.request(method, url, params=params, data=data, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
