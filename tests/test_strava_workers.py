@@ -211,6 +211,9 @@ def _assert_watched_in_order(events: list[Any]) -> None:
     sequences = [e.sequence for e in events]
     assert sequences == list(range(1, len(sequences) + 1)), sequences
     assert events[-1].state == job_pb2.JOB_STATE_SUCCEEDED, events[-1]
+    # A resumed sync starts from its last checkpoint: progress never goes back.
+    done = [e.progress.done for e in events]
+    assert done == sorted(done), done
 
 
 def _stored(server: ServerThread, athlete: str) -> Counter[str]:
