@@ -169,15 +169,25 @@ class RedisBus(JobEventBus):
         self._client = client
         self._async_client = async_client
         self._prefix = prefix
+        self._failing = False  # log an outage once, and its end, not every event
 
     def channel(self, job_id: str) -> str:
         return f"{self._prefix}job:{job_id}"
 
     def publish(self, event: JobEvent) -> None:
+        """Best effort: events are stored first, and watchers read the database while
+        Redis is down."""
         try:
             self._client.publish(self.channel(event.job_id), json.dumps(event.to_json()))
         except (redis.RedisError, OSError) as exc:
-            log.warning("job event not published", job_id=event.job_id, error=str(exc))
+            if not self._failing:
+                self._failing = True
+                log.warning("job events not published until Redis is back (watchers read"
+                            " the database)", job_id=event.job_id, error=str(exc))  # fmt: skip
+            return
+        if self._failing:
+            self._failing = False
+            log.info("job events published again")
 
     async def subscribe(self, job_id: str) -> Subscription:
         client = self._async_client()
