@@ -166,7 +166,8 @@ class Settings(BaseSettings):
     # decrypt (rotation). Required when Strava is configured.
     token_encryption_key: SecretStr | None = None
     strava_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    strava_read_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Also how long a cancelled job may wait for a hung Strava call to give up.
+    strava_read_timeout_seconds: float = Field(default=15.0, gt=0)
     strava_max_attempts: int = Field(default=4, ge=1)
     strava_circuit_threshold: int = Field(default=5, ge=1)
     strava_circuit_cooldown_seconds: float = Field(default=30.0, gt=0)

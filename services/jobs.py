@@ -233,6 +233,10 @@ class JobStore:
             _check_owner(row, owner, now)
             current = JobState(row.state)
             target = current if state is None else state
+            if target == JobState.SUCCEEDED and row.cancel_requested:
+                # CancelJob answered `cancel_requested`: the job ends CANCELLED even when its
+                # task finished before noticing (what it stored is kept either way).
+                target = JobState.CANCELLED
             check_transition(job_id, current, target)
             if checkpoint is not _UNSET:
                 row.checkpoint = checkpoint

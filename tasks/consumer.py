@@ -8,12 +8,14 @@ the queue (tasks are idempotent) and abandoned with the process.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
 import signal
 import socket
 import threading
+from collections.abc import Callable, Iterator
 
 import structlog
 from huey import Huey
@@ -30,6 +32,30 @@ def stopping() -> bool:
     period."""
     flag = _STOP_FLAG.get()
     return flag is not None and flag.is_set()
+
+
+_BETWEEN_STEPS: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "stride_between_steps", default=None
+)
+
+
+def between_steps() -> None:
+    """Called by code that waits on others (the Strava client between attempts): runs the
+    current task's check, which raises to stop it (its job was cancelled, the worker is
+    stopping). Does nothing outside such a task."""
+    check = _BETWEEN_STEPS.get()
+    if check is not None:
+        check()
+
+
+@contextlib.contextmanager
+def checked_by(check: Callable[[], None]) -> Iterator[None]:
+    """Make `check` what `between_steps` runs in this task."""
+    token = _BETWEEN_STEPS.set(check)
+    try:
+        yield
+    finally:
+        _BETWEEN_STEPS.reset(token)
 
 
 def worker_identity() -> str:

@@ -26,7 +26,7 @@ import structlog
 from domain.jobs import Job, JobFailure, JobKind, JobState, Progress, ResumeLater
 from services.jobs import RENEW_EVERY, JobStore, LeaseLost, LeaseStatus
 from tasks import priority
-from tasks.consumer import stopping, worker_identity
+from tasks.consumer import checked_by, stopping, worker_identity
 from tasks.declare import periodic, task
 from tasks.queue import PermanentFailure, current_queue
 
@@ -174,8 +174,10 @@ def run_job(job_id: str) -> None:
     if started is None:
         log.info("job not run: ended, cancelled or held by another worker", job_id=job_id)
         return
+    run = JobRun(store, started, owner)
     try:
-        result = runner(JobRun(store, started, owner))
+        with checked_by(run.check):
+            result = runner(run)
     except LeaseLost:
         log.warning("job lease lost; another worker runs it now", job_id=job_id)
         return

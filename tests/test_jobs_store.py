@@ -170,6 +170,19 @@ def test_a_job_runs_with_events_checkpoint_and_lease(
     assert not store.heartbeat(job.id, "worker-a").owned
 
 
+def test_a_job_asked_to_cancel_that_finishes_anyway_ends_cancelled_with_its_result(
+    store: JobStore, athlete_id: str
+) -> None:
+    # CancelJob told the caller `cancel_requested`; the task finished before it noticed.
+    job, _ = store.create(athlete_id, JobKind.STRAVA_SYNC, {})
+    assert store.start(job.id, "worker-a") is not None
+    assert store.request_cancel(job.id).cancel_requested
+    store.transition(job.id, JobState.SUCCEEDED, owner="worker-a", result={"created": 2})
+    ended = store.get(job.id)
+    assert ended.state == JobState.CANCELLED
+    assert ended.result == {"created": 2}  # what it stored is kept and reported
+
+
 def test_an_expired_lease_is_swept_and_taken_over(
     store: JobStore, athlete_id: str, clock: Clock
 ) -> None:

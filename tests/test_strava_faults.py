@@ -133,12 +133,13 @@ def _strava_ids(sim: StravaSimulator, strava_id: int) -> list[str]:
     return sorted(str(a.id) for a in sim.activities(strava_id))
 
 
-def _stored_error(server: ServerThread, job_name: str) -> dict[str, Any]:
-    """The job's error as stored (it carries the reason, which the API's Status does not)."""
-    assert server.running is not None
-    error = server.running.runtime.job_store.get(job_name.rsplit("/", 1)[1]).error
-    assert error is not None
-    return dict(error)
+def _job_reason(job: job_pb2.Job) -> str:
+    """The reason in a failed job's error (ErrorInfo, as a failed call carries it)."""
+    for packed in job.error.details:
+        info = error_details_pb2.ErrorInfo()
+        if packed.Unpack(info):
+            return str(info.reason)
+    return ""
 
 
 def _athlete_token(channel: grpc.Channel, athlete: str) -> str:
@@ -427,6 +428,28 @@ def test_cancelling_a_running_sync_stops_it_within_two_seconds_and_keeps_what_it
         time.sleep(0.1)
 
 
+def test_cancelling_a_sync_stuck_on_a_hanging_strava_stops_at_the_next_timeout(
+    servers: Servers,
+) -> None:
+    sim = servers.sim(_sim(athletes=1, activities=5))
+    server = servers.server(sim)
+    admin = servers.admin(server)
+    athlete, _ = _connected(admin, sim)
+    sim.hang(None, match="/athlete/activities")
+    job = _start_sync(admin, athlete)
+    running = STATE.JOB_STATE_RUNNING
+    _wait_until(lambda: _get(admin, job.name).state == running, 30, "the sync running")
+    time.sleep(0.3)  # into its first call, which hangs (the simulator logs it only once over)
+    asked = time.monotonic()
+    _jobs(admin).CancelJob(job_pb2.CancelJobRequest(name=job.name))
+    assert _ended(admin, job.name).state == STATE.JOB_STATE_CANCELLED
+    # The hung call ends at the read timeout; the job then stops instead of trying again.
+    read_timeout = server.settings.strava_read_timeout_seconds
+    elapsed = time.monotonic() - asked
+    assert elapsed < read_timeout + 2.0, f"cancelled {elapsed:.1f} s after the request"
+    sim.clear_faults()
+
+
 # 4. Strava hanging --------------------------------------------------------------------------
 
 
@@ -523,7 +546,7 @@ def test_a_rejected_code_fails_the_connect_job_and_garbage_is_refused_at_once(
     made_up = connect_job("abcdef0123456789")
     assert made_up.state == STATE.JOB_STATE_FAILED
     assert made_up.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert _stored_error(server, made_up.name)["reason"] == "STRAVA_CODE_REJECTED"
+    assert _job_reason(made_up) == "STRAVA_CODE_REJECTED"
     assert _connection(admin, athlete).state == NOT_CONNECTED
 
     code = sim.authorize(sim.athlete_ids[0])
@@ -531,7 +554,7 @@ def test_a_rejected_code_fails_the_connect_job_and_garbage_is_refused_at_once(
     reused = connect_job(code)
     assert reused.state == STATE.JOB_STATE_FAILED
     assert reused.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
-    assert _stored_error(server, reused.name)["reason"] == "STRAVA_CODE_REJECTED"
+    assert _job_reason(reused) == "STRAVA_CODE_REJECTED"
     assert _connection(admin, athlete).state == CONNECTED  # back to where it was
 
     invalid = grpc.StatusCode.INVALID_ARGUMENT
@@ -671,7 +694,7 @@ def test_expired_tokens_are_refreshed_and_revoked_access_fails_the_sync(
     revoked = _ended(admin, _start_sync(admin, athlete, full=True).name)
     assert revoked.state == STATE.JOB_STATE_FAILED
     assert revoked.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    assert _stored_error(server, revoked.name)["reason"] == "STRAVA_ACCESS_REVOKED"
+    assert _job_reason(revoked) == "STRAVA_ACCESS_REVOKED"
     assert _connection(admin, athlete).state == REVOKED
     error = _fails(lambda: _start_sync(admin, athlete), grpc.StatusCode.FAILED_PRECONDITION)
     assert reason(error) == "STRAVA_NOT_CONNECTED"
@@ -779,7 +802,7 @@ def test_reconcile_deletes_what_strava_deleted_but_not_a_vanished_history(
     refused = _reconcile(server, admin, athlete)
     assert refused.state == STATE.JOB_STATE_FAILED
     assert refused.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
-    assert _stored_error(server, refused.name)["reason"] == "STRAVA_HISTORY_MISSING"
+    assert _job_reason(refused) == "STRAVA_HISTORY_MISSING"
     assert _stored(server, athlete) == before != []
 
 

@@ -6,13 +6,15 @@ import datetime as dt
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2, status_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from stride.v1 import job_pb2
 
 from domain import names
 from domain.errors import Violations
 from domain.jobs import Job, JobEvent, JobKind, JobState, Progress
 from server.convert.common import datetime_to_timestamp
+from server.errors import DOMAIN
 
 # A job is deleted with its events this long after it ended (Job.expire_time).
 JOB_RETENTION = dt.timedelta(days=30)
@@ -78,7 +80,13 @@ def error_to_status(error: dict[str, Any] | None) -> status_pb2.Status | None:
         code = _CODE_BY_NAME.get(code.upper())
     if not isinstance(code, int) or isinstance(code, bool) or code <= 0:
         code = code_pb2.UNKNOWN
-    return status_pb2.Status(code=code, message=str(error.get("message", "")))
+    status = status_pb2.Status(code=code, message=str(error.get("message", "")))
+    reason = error.get("reason")
+    if isinstance(reason, str) and reason:  # as a failed call would carry it
+        detail = any_pb2.Any()
+        detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+        status.details.append(detail)
+    return status
 
 
 def _item_errors(job: Job) -> list[job_pb2.JobItemError]:

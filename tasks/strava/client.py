@@ -21,6 +21,7 @@ import httpx
 import redis
 
 from core.settings import Settings
+from tasks.consumer import between_steps
 from tasks.strava.budget import Budget
 from tasks.strava.circuit import CircuitBreaker
 from tasks.strava.errors import (
@@ -275,6 +276,7 @@ class StravaClient:
                     if malformed >= self.malformed_attempts:
                         raise StravaError(f"Strava answered {url} with {last}") from None
             if attempt < self.max_attempts:
+                between_steps()  # a cancelled job stops here rather than retry
                 self.sleep(self._backoff(attempt))
         raise StravaError(f"Strava call {method} {url} failed {self.max_attempts} times: {last}")
 
