@@ -418,16 +418,6 @@ def _distributed(options: Options, workdir: Path, database_url: str, prefix: str
     return _row("PostgreSQL + Redis pub/sub", sent, received)
 
 
-def _redis_available() -> bool:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 @contextmanager
 def _redis_prefix() -> Iterator[str]:
     """A key prefix of this run's own; its keys (and Huey's, which carry the token without
@@ -449,7 +439,7 @@ def measure(options: Options) -> list[tuple[Row, Row]]:
     with tempfile.TemporaryDirectory(prefix="stride-job-events-") as tmp:
         workdir = Path(tmp)
         pairs.append((_in_process_baseline(options), _embedded(options, workdir)))
-        if not (postgres_available() and _redis_available()):
+        if not (postgres_available() and redis_available()):
             print("  (PostgreSQL or Redis not reachable on 127.0.0.1: embedded only)")
             return pairs
         with ExitStack() as stack:

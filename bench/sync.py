@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 from stride.v1 import job_pb2, job_pb2_grpc, sync_pb2
 
 from domain.strava import activity_from_strava, samples_from_streams
@@ -128,16 +127,6 @@ def sync_job(sim: RemoteSimulator, strava_id: int, label: str, database_url: str
     return Row(label, seconds, int(result.created), int(result.samples_written))
 
 
-def _redis_available() -> bool:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 class RemoteSimulator:
     """The simulator in a process of its own (so it does not share the GIL with Stride),
     with the bits of `StravaSimulator` the flow helpers use, over its control API."""
@@ -193,7 +182,7 @@ def measure(options: Options) -> list[tuple[Row, Row]]:
         fetch_only(sim, strava_id)  # warm up (the simulator generates streams once)
         baseline = fetch_only(sim, strava_id)
         rows.append((baseline, sync_job(sim, strava_id, "SQLite, in-process workers", None)))
-        if postgres_available() and _redis_available():
+        if postgres_available() and redis_available():
             with postgres_database() as url:
                 prefix = f"bench-sync-{uuid.uuid4().hex[:8]}:"
                 row = sync_job(sim, strava_id, "PostgreSQL (COPY) + Redis", url,

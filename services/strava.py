@@ -130,7 +130,7 @@ class StravaService:
             "scope": ",".join(parse_scopes(scope)),
             "priority": priority.USER,
         }
-        return self._start(athlete_id, JobKind.STRAVA_CONNECT, params, request_id)
+        return self._start(athlete_id, JobKind.STRAVA_CONNECT, params, request_id)[0]
 
     def disconnect(self, athlete_id: str, request_id: str) -> Job:
         """Enqueue the disconnect (STRAVA_DISCONNECT): deauthorize, delete Strava's data."""
@@ -144,7 +144,7 @@ class StravaService:
             {"priority": priority.USER},
             request_id,
             exclusive=(JobKind.STRAVA_DISCONNECT,),
-        )
+        )[0]
 
     # Syncing ------------------------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class StravaService:
             "after": None if after is None else int(after.timestamp()),
             "priority": priority.SCHEDULED if scheduled else priority.USER,
         }
-        job, created = self._create(
+        job, created = self._start(
             athlete_id, JobKind.STRAVA_SYNC, params, request_id, exclusive=(JobKind.STRAVA_SYNC,)
         )
         # Not created: the active sync (even one of the same mode) or this request's retry.
@@ -211,7 +211,7 @@ class StravaService:
         if stored is None:
             return None
         params = {"event": event, "priority": priority.USER}
-        return self._start(stored.athlete_id, JobKind.STRAVA_WEBHOOK, params, "")
+        return self._start(stored.athlete_id, JobKind.STRAVA_WEBHOOK, params, "")[0]
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -220,17 +220,6 @@ class StravaService:
             raise StravaNotConfigured()
 
     def _start(
-        self,
-        athlete_id: str,
-        kind: JobKind,
-        params: dict[str, Any],
-        request_id: str,
-        *,
-        exclusive: tuple[JobKind, ...] = (),
-    ) -> Job:
-        return self._create(athlete_id, kind, params, request_id, exclusive=exclusive)[0]
-
-    def _create(
         self,
         athlete_id: str,
         kind: JobKind,

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import grpc
 import psycopg
+import redis
 from google.rpc import error_details_pb2, status_pb2
 
 from core.settings import Settings
@@ -50,6 +51,16 @@ def postgres_available() -> bool:
             return True
     except psycopg.OperationalError:
         return False
+
+
+def redis_available(url: str = "redis://127.0.0.1:6379/0") -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
 
 
 @contextmanager

@@ -23,7 +23,6 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 from sqlalchemy import func
 from stride.v1 import job_pb2, job_pb2_grpc, sync_pb2
 
@@ -422,20 +421,10 @@ def test_a_postgres_restart_mid_sync_loses_and_doubles_nothing(
         assert all(w.process.poll() is None for w in cluster.workers), "a worker exited"
 
 
-def _redis_answers() -> bool:
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 def _restore_redis() -> None:
-    if not _redis_answers():
+    if not redis_available():
         subprocess.run(REDIS_START, capture_output=True, timeout=30)
-    _poll(_redis_answers, 30, "Redis to answer again")
+    _poll(redis_available, 30, "Redis to answer again")
 
 
 def test_a_redis_outage_mid_sync_loses_and_doubles_nothing(
@@ -455,7 +444,7 @@ def test_a_redis_outage_mid_sync_loses_and_doubles_nothing(
                     capture_output=True,
                     timeout=30,
                 )
-                _poll(lambda: not _redis_answers(), 10, "Redis to stop")
+                _poll(lambda: not redis_available(), 10, "Redis to stop")
                 down = time.monotonic()
                 # The job goes on without Redis (its state is in the database)...
                 _when_progress(cluster, job_name, before + 20)
