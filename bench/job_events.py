@@ -65,6 +65,7 @@ from tests.support import (
     make_settings,
     postgres_available,
     postgres_database,
+    redis_available,
 )
 
 WATCH = "/stride.v1.JobService/WatchJob"

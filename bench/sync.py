@@ -46,6 +46,7 @@ from tests.support import (
     make_settings,
     postgres_available,
     postgres_database,
+    redis_available,
 )
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -46,6 +46,7 @@ from tests.support import (
     make_settings,
     postgres_available,
     postgres_database,
+    redis_available,
     server_env,
 )
 from tests.test_worker import WorkerProcess
