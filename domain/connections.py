@@ -85,6 +85,30 @@ class StravaNotConnected(FailedPrecondition):
         super().__init__(f"athlete {athlete_id}'s Strava connection is {state}, not CONNECTED")
 
 
+# Scopes that let Stride read an athlete's activities (read_all adds "Only You" ones).
+ACTIVITY_SCOPES = frozenset({"activity:read", "activity:read_all"})
+
+
+class StravaScopeMissing(FailedPrecondition):
+    reason = "STRAVA_SCOPE_MISSING"
+
+    def __init__(self, athlete_id: str) -> None:
+        super().__init__(
+            f"athlete {athlete_id} did not grant access to activities on Strava: connect again"
+            " and keep 'View data about your activities' ticked"
+        )
+
+
+class StravaDisconnecting(FailedPrecondition):
+    reason = "STRAVA_DISCONNECTING"
+
+    def __init__(self, athlete_id: str) -> None:
+        super().__init__(
+            f"athlete {athlete_id}'s Strava connection is being removed: connect again once"
+            " the disconnect job has ended"
+        )
+
+
 class SyncAlreadyActive(FailedPrecondition):
     reason = "SYNC_ALREADY_ACTIVE"
 

@@ -115,7 +115,14 @@ class Runtime:
         """Athletes' Strava access tokens (for tasks); None when Strava is not configured."""
         if self.strava is None or self.token_cipher is None:
             return None
-        return AccessTokens(self.database, self.strava, self.token_cipher)
+        return AccessTokens(
+            self.database,
+            self.strava,
+            self.token_cipher,
+            redis_client=self.redis,
+            key_prefix=self.settings.redis_key_prefix,
+            on_revoked=self.strava_activities.delete,
+        )
 
     @cached_property
     def strava_activities(self) -> ExternalActivities:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.job_bus import BusUnavailable, JobEventBus, Subscription
 from domain import names
-from domain.errors import FailedPrecondition, NotFound, Violations
+from domain.errors import FailedPrecondition, InvalidArgument, NotFound, Violations
 from domain.jobs import (
     RESOURCE,
     DeadLetter,
@@ -116,7 +116,7 @@ class JobStore:
                 if request_id:
                     existing = repo.get_by_request_id(athlete_id, request_id)
                     if existing is not None:
-                        return existing, False
+                        return _same_request(existing, kind), False
                 if exclusive and athlete_id is not None:
                     if not repo.lock_athlete(athlete_id):
                         raise NotFound("stride.dev/Athlete", names.athlete_name(athlete_id))
@@ -138,7 +138,7 @@ class JobStore:
                 existing = JobRepository(session).get_by_request_id(athlete_id, request_id)
             if existing is None:
                 raise
-            return existing, False
+            return _same_request(existing, kind), False
         self._publish(event)
         return job, True
 
@@ -298,17 +298,19 @@ class JobStore:
         progress: Progress,
         *,
         checkpoint: Any = _UNSET,
+        result: Any = _UNSET,
         item: str = "",
         item_error: str = "",
     ) -> JobEvent:
-        """Progress (and optionally the checkpoint a re-run resumes from), atomically with
-        its event."""
+        """Progress (and optionally the checkpoint a re-run resumes from, and `result`, what
+        the job has produced so far: Job.result while it runs), atomically with its event."""
         return self._change(
             job_id,
             owner,
             None,
             progress=progress,
             checkpoint=checkpoint,
+            result=result,
             item=item,
             item_error=item_error,
         )
@@ -481,6 +483,16 @@ class JobStore:
             deleted = JobRepository(session).delete_dead_letter(dead_letter_id)
         if not deleted:
             raise NotFound(DEAD_LETTER_RESOURCE, f"deadLetters/{dead_letter_id}")
+
+
+def _same_request(existing: Job, kind: JobKind) -> Job:
+    """A retried request gets its job; a request id reused for another kind of job is an
+    error, not that other job."""
+    if existing.kind != kind:
+        raise InvalidArgument.one(
+            "request_id", f"was already used for a {existing.kind} job, not a {kind} one"
+        )
+    return existing
 
 
 def _check_owner(row: JobRow, owner: str | None, now: dt.datetime) -> None:

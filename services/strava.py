@@ -19,27 +19,36 @@ import structlog
 from core.settings import Settings
 from domain import names
 from domain.connections import (
+    ACTIVITY_SCOPES,
     RESOURCE,
     ConnectionState,
     ConnectionView,
+    StravaDisconnecting,
     StravaNotConfigured,
     StravaNotConnected,
+    StravaScopeMissing,
     SyncAlreadyActive,
     parse_scopes,
 )
 from domain.errors import InvalidArgument, NotFound, PermissionDenied, Violations
-from domain.jobs import Job, JobKind
+from domain.jobs import Job, JobKind, JobState
 from services.jobs import JobStore
 from storage.database import Database
 from storage.repositories.athletes import AthleteRepository
 from storage.repositories.strava import StravaConnectionRepository
 from tasks import priority
-from tasks.jobs import JobQueue, enqueue_job
+from tasks.jobs import JobQueue, enqueue_job, run_job
 from tasks.strava.crypto import TokenCipher
 
 log = structlog.get_logger(__name__)
 
 SCOPES = "read,activity:read_all"
+# Webhook events: how many may wait per athlete, how old (or early) one may be, what of
+# `updates` is kept.
+WEBHOOK_BACKLOG = 20
+EVENT_MAX_AGE = dt.timedelta(days=1)
+EVENT_MAX_SKEW = dt.timedelta(minutes=10)
+WEBHOOK_UPDATE_KEYS = ("title", "type", "private", "authorized")
 STATE_LIFETIME = dt.timedelta(hours=1)
 CONNECTION_KINDS = (JobKind.STRAVA_CONNECT, JobKind.STRAVA_DISCONNECT)
 
@@ -123,7 +132,8 @@ class StravaService:
                 "state", "was not issued by GetStravaAuthorizationUrl for this athlete",
                 reason="STRAVA_STATE_MISMATCH",
             )  # fmt: skip
-        self.connection(athlete_id)
+        if self.connection(athlete_id).state == ConnectionState.DISCONNECTING:
+            raise StravaDisconnecting(athlete_id)  # it would revoke the new tokens
         assert self.cipher is not None  # settings require a key with Strava configured
         params = {
             "code": self.cipher.encrypt(code).decode(),
@@ -163,8 +173,10 @@ class StravaService:
             raise InvalidArgument.one("after", "must not be given with full")
         self._configured()
         view = self.connection(athlete_id)
-        if view.state != ConnectionState.CONNECTED:
+        if view.state != ConnectionState.CONNECTED or view.stored is None:
             raise StravaNotConnected(athlete_id, view.state)
+        if not ACTIVITY_SCOPES & set(view.stored.granted_scopes):
+            raise StravaScopeMissing(athlete_id)
         mode = "full" if full else "after" if after is not None else "incremental"
         params: dict[str, Any] = {
             "mode": mode,
@@ -178,6 +190,10 @@ class StravaService:
         retry = bool(request_id) and job.request_id == request_id
         if mode != "incremental" and not created and not retry:
             raise SyncAlreadyActive(names.job_name(athlete_id, job.id))
+        if not created and not scheduled and job.params.get("priority") == priority.SCHEDULED:
+            # A person now waits for a scheduled sync: its task goes ahead of scheduled work
+            # (a second task for the job; whichever runs first claims it, the other returns).
+            self.queue.submit_with(run_job, (job.id,), priority=priority.USER)
         return job
 
     # The webhook --------------------------------------------------------------------------
@@ -194,24 +210,40 @@ class StravaService:
         return json.dumps({"hub.challenge": challenge}).encode()
 
     def accept_webhook_event(self, event: dict[str, Any]) -> Job | None:
-        """A STRAVA_WEBHOOK job for a known athlete's event; None when it is ignored (an
-        unknown athlete, another subscription, a kind Stride does not act on)."""
+        """A STRAVA_WEBHOOK job for a connected athlete's event; None when it is ignored.
+
+        Anyone can post to the callback, so what an event may cost is bounded: only the
+        fields Stride acts on are kept, a repeated delivery (Strava retries) is the same
+        job, an event older than EVENT_MAX_AGE (or from the future) is dropped, and an
+        athlete with WEBHOOK_BACKLOG events waiting gets no more (the next scheduled sync
+        and reconcile catch up)."""
         if not self.settings.strava_enabled:
             return None
         subscription = self.settings.strava_subscription_id
         if subscription and event.get("subscription_id") != subscription:
             log.info("webhook event of another subscription ignored")
             return None
-        if event.get("object_type") not in ("activity", "athlete"):
+        clean = _webhook_event(event, self.clock())
+        if clean is None:
             return None
         with self.db.read_primary() as session:
-            stored = StravaConnectionRepository(session).by_strava_athlete(
-                int(event.get("owner_id") or 0)
-            )
-        if stored is None:
+            stored = StravaConnectionRepository(session).by_strava_athlete(clean["owner_id"])
+        if stored is None or stored.state != ConnectionState.CONNECTED:
             return None
-        params = {"event": event, "priority": priority.USER}
-        return self._start(stored.athlete_id, JobKind.STRAVA_WEBHOOK, params, "")[0]
+        waiting = self.jobs.list_jobs(
+            stored.athlete_id,
+            states=(JobState.QUEUED, JobState.RUNNING, JobState.WAITING),
+            kinds=(JobKind.STRAVA_WEBHOOK,),
+            limit=WEBHOOK_BACKLOG,
+        )
+        if len(waiting) >= WEBHOOK_BACKLOG:
+            log.warning("webhook event dropped: backlog full", athlete_id=stored.athlete_id)
+            return None
+        key = json.dumps([clean[k] for k in ("owner_id", "object_type", "object_id",
+                                             "aspect_type", "event_time")])  # fmt: skip
+        request_id = "webhook-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+        params = {"event": clean, "priority": priority.USER}
+        return self._start(stored.athlete_id, JobKind.STRAVA_WEBHOOK, params, request_id)[0]
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -257,6 +289,37 @@ class StravaService:
         digest = hmac.new(self.settings.signing_key, b"strava-state:" + body.encode(),
                           hashlib.sha256).digest()  # fmt: skip
         return _b64(digest[:16])
+
+
+def _webhook_event(event: dict[str, Any], now: dt.datetime) -> dict[str, Any] | None:
+    """The event as Stride keeps it, or None when there is nothing to act on."""
+    kind, aspect = event.get("object_type"), event.get("aspect_type")
+    object_id, owner_id = event.get("object_id"), event.get("owner_id")
+    event_time = event.get("event_time")
+    if not all(isinstance(v, int) and v > 0 for v in (object_id, owner_id, event_time)):
+        return None
+    assert isinstance(event_time, int)
+    age = now.timestamp() - event_time
+    if not -EVENT_MAX_SKEW.total_seconds() <= age <= EVENT_MAX_AGE.total_seconds():
+        return None
+    raw_updates = event.get("updates")
+    updates = {
+        key: str(value)[:200]
+        for key, value in (raw_updates.items() if isinstance(raw_updates, dict) else ())
+        if key in WEBHOOK_UPDATE_KEYS
+    }
+    if kind == "athlete" and updates.get("authorized", "").lower() != "false":
+        return None  # only a deauthorization concerns Stride
+    if kind not in ("activity", "athlete") or aspect not in ("create", "update", "delete"):
+        return None
+    return {
+        "object_type": kind,
+        "object_id": object_id,
+        "aspect_type": aspect,
+        "updates": updates,
+        "owner_id": owner_id,
+        "event_time": event_time,
+    }
 
 
 def _b64(data: bytes) -> str:

@@ -84,6 +84,20 @@ class Streams:
         return None if stream is None else list(stream.get("data", []))
 
 
+def parse_tokens(body: Any) -> Tokens:
+    """Tokens from Strava's token response (an exchange's or a refresh's)."""
+    try:
+        return Tokens(
+            access_token=str(body["access_token"]),
+            refresh_token=str(body.get("refresh_token") or ""),
+            expires_at=int(body["expires_at"]),
+            athlete=body.get("athlete"),
+            raw=body,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise StravaError("Strava's token response lacks tokens", body=body) from None
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, failure: bool) -> None:
         super().__init__(reason)
@@ -170,14 +184,14 @@ class StravaClient:
 
     def exchange_code(self, code: str) -> Tokens:
         """Trade an authorization code (pasted, or from the callback) for tokens and athlete."""
-        return self._tokens(
+        return parse_tokens(
             self._oauth("token", {"code": code, "grant_type": "authorization_code"})
         )
 
     def refresh(self, refresh_token: str) -> Tokens:
         """New tokens; ``refresh_token`` of the result is the one to keep (it may rotate)."""
         body = self._oauth("token", {"refresh_token": refresh_token, "grant_type": "refresh_token"})
-        tokens = self._tokens(body)
+        tokens = parse_tokens(body)
         if not tokens.refresh_token:  # not rotated: the old one stays valid
             return Tokens(tokens.access_token, refresh_token, tokens.expires_at, None, body)
         return tokens
@@ -189,19 +203,6 @@ class StravaClient:
         if credentials:
             form = {"client_id": self.client_id, "client_secret": self._client_secret, **form}
         return self._call("POST", f"{self.oauth_url}/{path}", data=form, budgeted=False)
-
-    @staticmethod
-    def _tokens(body: Any) -> Tokens:
-        try:
-            return Tokens(
-                access_token=str(body["access_token"]),
-                refresh_token=str(body.get("refresh_token") or ""),
-                expires_at=int(body["expires_at"]),
-                athlete=body.get("athlete"),
-                raw=body,
-            )
-        except (KeyError, TypeError, ValueError):
-            raise StravaError("Strava's token response lacks tokens", body=body) from None
 
     # -- API -----------------------------------------------------------------------------------
 
@@ -354,4 +355,4 @@ def _body_or_text(response: httpx.Response) -> Any:
         return response.text[:500]
 
 
-__all__ = ["Activity", "Athlete", "StravaClient", "Streams", "Tokens", "WaitUntil"]
+__all__ = ["Activity", "Athlete", "StravaClient", "Streams", "Tokens", "WaitUntil", "parse_tokens"]

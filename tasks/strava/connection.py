@@ -4,29 +4,88 @@ Strava's API agreement requires)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import json
+import time
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 
 from domain.connections import ConnectionState, StravaConnection, parse_scopes
-from domain.jobs import JobFailure, JobKind, JobState
+from domain.errors import FailedPrecondition
+from domain.jobs import JobFailure, JobKind, JobState, Progress, ResumeLater
 from storage.repositories.strava import StravaConnectionRepository
 from tasks.jobs import JobRun, register
+from tasks.strava.client import StravaClient, Tokens, parse_tokens
 from tasks.strava.errors import StravaError
-from tasks.strava.tokens import AccessTokens
-from tasks.strava.work import strava_work
+from tasks.strava.work import StravaWork, strava_work
 
 log = structlog.get_logger(__name__)
 
-# Jobs a disconnect cancels first (they would write activities it is about to delete).
+# Jobs a disconnect stops first (they would write activities it is about to delete).
 STRAVA_WORK = (JobKind.STRAVA_SYNC, JobKind.STRAVA_WEBHOOK, JobKind.STRAVA_RECONCILE)
+ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.WAITING)
+# While those jobs stop, the disconnect looks again this often.
+STOP_WAIT_SECONDS = 1.0
+
+
+def _taken(strava_athlete_id: int) -> JobFailure:
+    return JobFailure(
+        "FAILED_PRECONDITION",
+        "STRAVA_ATHLETE_TAKEN",
+        f"Strava athlete {strava_athlete_id} is connected to another Stride athlete",
+    )
 
 
 def run_connect(run: JobRun) -> dict[str, Any]:
     work = strava_work()
     athlete_id = run.job.athlete_id or ""
+    tokens = _exchange(work, run)
+    strava_athlete_id = tokens.athlete_id or work.client.get_athlete(tokens.access_token).id
+    scopes = parse_scopes(str(run.job.params.get("scope") or ""))
+    if not scopes:
+        scopes = _probe_scopes(work.client, tokens.access_token)
     cipher = work.tokens.cipher
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with work.runtime.database.transaction() as session:
+            repo = StravaConnectionRepository(session)
+            taken = repo.by_strava_athlete(strava_athlete_id)
+            if taken is not None and taken.athlete_id != athlete_id:
+                raise _taken(strava_athlete_id)
+            previous = repo.get(athlete_id, lock=True)
+            same = previous is not None and previous.strava_athlete_id == strava_athlete_id
+            repo.save(
+                StravaConnection(
+                    athlete_id=athlete_id,
+                    strava_athlete_id=strava_athlete_id,
+                    state=ConnectionState.CONNECTED,
+                    granted_scopes=scopes,
+                    access_token_encrypted=cipher.encrypt(tokens.access_token),
+                    refresh_token_encrypted=cipher.encrypt(tokens.refresh_token),
+                    access_token_expire_time=dt.datetime.fromtimestamp(tokens.expires_at, dt.UTC),
+                    connect_time=now,
+                    # Reconnecting the same Strava athlete keeps where syncs stopped.
+                    last_sync_time=previous.last_sync_time if same and previous else None,
+                    sync_cursor=previous.sync_cursor if same and previous else None,
+                )
+            )
+    except IntegrityError:  # another Stride athlete connected this Strava athlete meanwhile
+        raise _taken(strava_athlete_id) from None
+    log.info("strava connected", athlete_id=athlete_id, strava_athlete_id=strava_athlete_id)
+    return {}
+
+
+def _exchange(work: StravaWork, run: JobRun) -> Tokens:
+    """The code's tokens. Codes are single-use: the tokens go into the job's checkpoint
+    (encrypted) at once, so a retry after a later failure reuses them."""
+    cipher = work.tokens.cipher
+    saved = (run.job.checkpoint or {}).get("tokens")
+    if isinstance(saved, str):
+        return parse_tokens(json.loads(cipher.decrypt(saved.encode())))
     code = cipher.decrypt(str(run.job.params["code"]).encode())
     try:
         tokens = work.client.exchange_code(code)
@@ -39,42 +98,12 @@ def run_connect(run: JobRun) -> dict[str, Any]:
             "Strava rejected the authorization code (expired, already used, or for another"
             " application): open the authorization URL again",
         ) from None
-    strava_athlete_id = tokens.athlete_id or work.client.get_athlete(tokens.access_token).id
-    scopes = parse_scopes(str(run.job.params.get("scope") or ""))
-    if not scopes:
-        scopes = _probe_scopes(work.client, tokens.access_token)
-    now = dt.datetime.now(dt.UTC)
-    with work.runtime.database.transaction() as session:
-        repo = StravaConnectionRepository(session)
-        taken = repo.by_strava_athlete(strava_athlete_id)
-        if taken is not None and taken.athlete_id != athlete_id:
-            raise JobFailure(
-                "FAILED_PRECONDITION",
-                "STRAVA_ATHLETE_TAKEN",
-                f"Strava athlete {strava_athlete_id} is connected to another Stride athlete",
-            )
-        previous = repo.get(athlete_id, lock=True)
-        same = previous is not None and previous.strava_athlete_id == strava_athlete_id
-        repo.save(
-            StravaConnection(
-                athlete_id=athlete_id,
-                strava_athlete_id=strava_athlete_id,
-                state=ConnectionState.CONNECTED,
-                granted_scopes=scopes,
-                access_token_encrypted=cipher.encrypt(tokens.access_token),
-                refresh_token_encrypted=cipher.encrypt(tokens.refresh_token),
-                access_token_expire_time=dt.datetime.fromtimestamp(tokens.expires_at, dt.UTC),
-                connect_time=now,
-                # Reconnecting the same Strava athlete keeps where syncs stopped.
-                last_sync_time=previous.last_sync_time if same and previous else None,
-                sync_cursor=previous.sync_cursor if same and previous else None,
-            )
-        )
-    log.info("strava connected", athlete_id=athlete_id, strava_athlete_id=strava_athlete_id)
-    return {}
+    sealed = cipher.encrypt(json.dumps(tokens.raw)).decode()
+    run.progress(Progress(), checkpoint={"tokens": sealed})
+    return tokens
 
 
-def _probe_scopes(client: Any, access_token: str) -> tuple[str, ...]:
+def _probe_scopes(client: StravaClient, access_token: str) -> tuple[str, ...]:
     """A code pasted alone does not say what was granted: listing activities tells whether
     `activity:read` was (private ones need `activity:read_all`, which a list cannot tell)."""
     try:
@@ -87,17 +116,21 @@ def _probe_scopes(client: Any, access_token: str) -> tuple[str, ...]:
 
 
 def run_disconnect(run: JobRun) -> dict[str, Any]:
+    """Mark the connection DISCONNECTING (so no job uses it and no webhook event is taken),
+    stop the athlete's other Strava jobs and wait until they have, then deauthorize and
+    delete: nothing a running sync writes can outlive the disconnect."""
     work = strava_work()
     athlete_id = run.job.athlete_id or ""
-    for job in work.jobs.list_jobs(
-        athlete_id,
-        states=[JobState.QUEUED, JobState.RUNNING, JobState.WAITING],
-        kinds=STRAVA_WORK,
-        limit=100,
-    ):
-        work.jobs.request_cancel(job.id)
+    stored = _mark_disconnecting(work, athlete_id)
+    for job in work.jobs.list_jobs(athlete_id, states=ACTIVE, kinds=STRAVA_WORK, limit=100):
+        with contextlib.suppress(FailedPrecondition):  # it ended meanwhile
+            work.jobs.request_cancel(job.id)
+    if work.jobs.list_jobs(athlete_id, states=ACTIVE, kinds=STRAVA_WORK, limit=1):
+        raise ResumeLater("waiting for the athlete's Strava jobs to stop",
+                          time.time() + STOP_WAIT_SECONDS)  # fmt: skip
     run.check()
-    _deauthorize(work.tokens, athlete_id)
+    if stored is not None:
+        _deauthorize(work, stored)
     deleted = work.activities.delete(athlete_id)
     with work.runtime.database.transaction() as session:
         StravaConnectionRepository(session).delete(athlete_id)
@@ -105,16 +138,26 @@ def run_disconnect(run: JobRun) -> dict[str, Any]:
     return {"deleted": deleted}
 
 
-def _deauthorize(tokens: AccessTokens, athlete_id: str) -> None:
-    """Tell Strava to forget Stride; already-revoked access is fine."""
-    with tokens.db.read_primary() as session:
-        stored = StravaConnectionRepository(session).get(athlete_id)
-    if stored is None or stored.state != ConnectionState.CONNECTED:
+def _mark_disconnecting(work: StravaWork, athlete_id: str) -> StravaConnection | None:
+    with work.runtime.database.transaction() as session:
+        repo = StravaConnectionRepository(session)
+        stored = repo.get(athlete_id, lock=True)
+        if stored is not None and stored.state != ConnectionState.DISCONNECTING:
+            repo.save(dataclasses.replace(stored, state=ConnectionState.DISCONNECTING))
+    return stored
+
+
+def _deauthorize(work: StravaWork, stored: StravaConnection) -> None:
+    """Tell Strava to forget Stride; access already gone (revoked, expired for good) is
+    fine."""
+    if stored.state == ConnectionState.REVOKED:
         return
+    cipher = work.tokens.cipher
+    token = cipher.decrypt(stored.access_token_encrypted)
     try:
-        tokens.call(athlete_id, tokens.client.deauthorize)
-    except JobFailure:
-        pass  # Strava refused the tokens: access is already gone
+        if stored.needs_refresh(dt.datetime.now(dt.UTC)):
+            token = work.client.refresh(cipher.decrypt(stored.refresh_token_encrypted)).access_token
+        work.client.deauthorize(token)
     except StravaError as exc:
         if exc.status not in (400, 401, 404):
             raise

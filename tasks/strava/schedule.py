@@ -88,7 +88,7 @@ def refresh_expiring(runtime: Runtime, now: dt.datetime) -> int:
     if tokens is None:
         return 0
     with runtime.database.read_primary() as session:
-        expiring = StravaConnectionRepository(session).expiring(now + REFRESH_AHEAD + LOOK_EVERY)
+        expiring = StravaConnectionRepository(session).expiring(now + REFRESH_AHEAD)
     refreshed = 0
     for athlete_id in expiring:
         try:
