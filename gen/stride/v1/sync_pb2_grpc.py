@@ -109,6 +109,7 @@ class SyncServiceServicer:
         job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
         STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
         Connecting does not sync: call StartSync once the job has succeeded.
+        FAILED_PRECONDITION (STRAVA_DISCONNECTING) while a disconnect job runs.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,7 +134,8 @@ class SyncServiceServicer:
         athlete at a time: while one is queued, running or waiting, an incremental request
         returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
         SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
-        (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+        (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED; FAILED_PRECONDITION
+        (STRAVA_SCOPE_MISSING) when the athlete granted no activity scope.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,7 +157,9 @@ class SyncServiceServicer:
         (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
         JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
         the job fetches the truth from Strava. Events for athletes Stride does not know, or
-        from another subscription, are acknowledged and ignored. Public, like the check.
+        from another subscription, are acknowledged and ignored, and so are repeated
+        deliveries, events more than a day old, and events beyond 20 waiting for one athlete
+        (the scheduled sync and reconcile catch up). Public, like the check.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,6 +55,7 @@ class SyncServiceStub:
     job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
     STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
     Connecting does not sync: call StartSync once the job has succeeded.
+    FAILED_PRECONDITION (STRAVA_DISCONNECTING) while a disconnect job runs.
     """
     DisconnectStrava: _grpc.UnaryUnaryMultiCallable[_sync_pb2.DisconnectStravaRequest, _job_pb2.Job]
     """Enqueues the disconnect and returns that job (JOB_KIND_STRAVA_DISCONNECT) at once:
@@ -71,7 +72,8 @@ class SyncServiceStub:
     athlete at a time: while one is queued, running or waiting, an incremental request
     returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
     SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
-    (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+    (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED; FAILED_PRECONDITION
+    (STRAVA_SCOPE_MISSING) when the athlete granted no activity scope.
     """
     VerifyStravaWebhook: _grpc.UnaryUnaryMultiCallable[_sync_pb2.VerifyStravaWebhookRequest, _httpbody_pb2.HttpBody]
     """Strava's check of the webhook subscription's callback:
@@ -85,7 +87,9 @@ class SyncServiceStub:
     (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
     JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
     the job fetches the truth from Strava. Events for athletes Stride does not know, or
-    from another subscription, are acknowledged and ignored. Public, like the check.
+    from another subscription, are acknowledged and ignored, and so are repeated
+    deliveries, events more than a day old, and events beyond 20 waiting for one athlete
+    (the scheduled sync and reconcile catch up). Public, like the check.
     """
 
 @_typing.type_check_only
@@ -112,6 +116,7 @@ class SyncServiceAsyncStub(SyncServiceStub):
     job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
     STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
     Connecting does not sync: call StartSync once the job has succeeded.
+    FAILED_PRECONDITION (STRAVA_DISCONNECTING) while a disconnect job runs.
     """
     DisconnectStrava: _aio.UnaryUnaryMultiCallable[_sync_pb2.DisconnectStravaRequest, _job_pb2.Job]  # type: ignore[assignment]
     """Enqueues the disconnect and returns that job (JOB_KIND_STRAVA_DISCONNECT) at once:
@@ -128,7 +133,8 @@ class SyncServiceAsyncStub(SyncServiceStub):
     athlete at a time: while one is queued, running or waiting, an incremental request
     returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
     SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
-    (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+    (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED; FAILED_PRECONDITION
+    (STRAVA_SCOPE_MISSING) when the athlete granted no activity scope.
     """
     VerifyStravaWebhook: _aio.UnaryUnaryMultiCallable[_sync_pb2.VerifyStravaWebhookRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """Strava's check of the webhook subscription's callback:
@@ -142,7 +148,9 @@ class SyncServiceAsyncStub(SyncServiceStub):
     (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
     JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
     the job fetches the truth from Strava. Events for athletes Stride does not know, or
-    from another subscription, are acknowledged and ignored. Public, like the check.
+    from another subscription, are acknowledged and ignored, and so are repeated
+    deliveries, events more than a day old, and events beyond 20 waiting for one athlete
+    (the scheduled sync and reconcile catch up). Public, like the check.
     """
 
 class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -184,6 +192,7 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         job ends FAILED with the reason (an expired or used code: INVALID_ARGUMENT, reason
         STRAVA_CODE_REJECTED). Connecting again replaces the tokens (to grant more scopes).
         Connecting does not sync: call StartSync once the job has succeeded.
+        FAILED_PRECONDITION (STRAVA_DISCONNECTING) while a disconnect job runs.
         """
 
     @_abc_1.abstractmethod
@@ -212,7 +221,8 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         athlete at a time: while one is queued, running or waiting, an incremental request
         returns that job, and a `full` or `after` request is FAILED_PRECONDITION (reason
         SYNC_ALREADY_ACTIVE, ErrorInfo metadata `job` naming it). FAILED_PRECONDITION
-        (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED.
+        (STRAVA_NOT_CONNECTED) unless the connection is CONNECTED; FAILED_PRECONDITION
+        (STRAVA_SCOPE_MISSING) when the athlete granted no activity scope.
         """
 
     @_abc_1.abstractmethod
@@ -238,7 +248,9 @@ class SyncServiceServicer(metaclass=_abc_1.ABCMeta):
         (Strava wants 200 within 2 seconds and retries only 3 times) and acted on by a
         JOB_KIND_STRAVA_WEBHOOK job of the athlete it concerns. Events are unsigned hints:
         the job fetches the truth from Strava. Events for athletes Stride does not know, or
-        from another subscription, are acknowledged and ignored. Public, like the check.
+        from another subscription, are acknowledged and ignored, and so are repeated
+        deliveries, events more than a day old, and events beyond 20 waiting for one athlete
+        (the scheduled sync and reconcile catch up). Public, like the check.
         """
 
 def add_SyncServiceServicer_to_server(servicer: SyncServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
