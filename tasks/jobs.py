@@ -66,6 +66,7 @@ class JobRun:
     owner: str
     _last_check: float = field(default_factory=time.monotonic)
     _last_renew: float = field(default_factory=time.monotonic)
+    _result: dict[str, Any] | None = None
 
     def heartbeat(self) -> LeaseStatus:
         """Renew the lease (at least every RENEW_EVERY); raises LeaseLost when another
@@ -77,9 +78,13 @@ class JobRun:
 
     def check(self, result: dict[str, Any] | None = None) -> None:
         """Call often (between items, between API calls): renews the lease when due and
-        raises JobCancelled (with `result`, what was stored so far) once cancellation was
-        requested, WorkerStopping when the worker shuts down. Cheap when called in a loop:
-        it reads the database at most every CANCEL_CHECK_EVERY."""
+        raises JobCancelled once cancellation was requested, WorkerStopping when the worker
+        shuts down. JobCancelled carries `result` (what was stored so far), or without one
+        the latest result this run was given (by `check` or `progress`): a check from deep
+        inside a call (`between_steps`) keeps the counts. Cheap when called in a loop: it
+        reads the database at most every CANCEL_CHECK_EVERY."""
+        if result is not None:
+            self._result = result
         now = time.monotonic()
         cancel = False
         if now - self._last_renew >= RENEW_EVERY.total_seconds():
@@ -89,27 +94,31 @@ class JobRun:
             cancel = self.store.cancel_requested(self.job.id)
             self._last_check = now
         if cancel:
-            raise JobCancelled(result or {})
+            raise JobCancelled(dict(self._result or {}))
         if stopping():
             raise WorkerStopping()
 
     def progress(
-        self, progress: Progress, *, checkpoint: Any = None, item: str = "", item_error: str = ""
+        self,
+        progress: Progress,
+        *,
+        checkpoint: Any = None,
+        result: dict[str, Any] | None = None,
+        item: str = "",
+        item_error: str = "",
     ) -> None:
-        """An event with the job's progress; with `checkpoint`, where a re-run resumes."""
-        if checkpoint is None:
-            self.store.record_progress(
-                self.job.id, self.owner, progress, item=item, item_error=item_error
-            )
-        else:
-            self.store.record_progress(
-                self.job.id,
-                self.owner,
-                progress,
-                checkpoint=checkpoint,
-                item=item,
-                item_error=item_error,
-            )
+        """An event with the job's progress; with `checkpoint`, where a re-run resumes; with
+        `result`, what the job has produced so far (stored on the job with the event, so
+        GetJob and WatchJob show it while the job runs, and a job that fails keeps it)."""
+        changes: dict[str, Any] = {}
+        if checkpoint is not None:
+            changes["checkpoint"] = checkpoint
+        if result is not None:
+            changes["result"] = result
+            self._result = result
+        self.store.record_progress(
+            self.job.id, self.owner, progress, item=item, item_error=item_error, **changes
+        )
 
 
 Runner = Callable[[JobRun], dict[str, Any] | None]

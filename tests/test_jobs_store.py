@@ -343,3 +343,46 @@ def test_dead_letters(store: JobStore, athlete_id: str) -> None:
         store.get_dead_letter(first.id)
     with pytest.raises(NotFound):
         store.delete_dead_letter(first.id)
+
+
+def test_progress_carries_the_result_so_far_and_a_failed_job_keeps_it(
+    store: JobStore, athlete_id: str
+) -> None:
+    job, _ = store.create(athlete_id, JobKind.STRAVA_SYNC, {})
+    assert store.start(job.id, "worker-a") is not None
+    store.record_progress(
+        job.id, "worker-a", Progress(completed=2), checkpoint={"after": 0}, result={"created": 2}
+    )
+    running = store.get(job.id)
+    assert running.state == JobState.RUNNING
+    assert running.result == {"created": 2}  # GetJob shows it while the job runs
+    assert running.checkpoint == {"after": 0}
+    store.record_progress(job.id, "worker-a", Progress(completed=3))  # no result: kept
+    assert store.get(job.id).result == {"created": 2}
+    store.transition(job.id, JobState.FAILED, owner="worker-a", error={"message": "boom"})
+    assert store.get(job.id).result == {"created": 2}
+
+
+def test_a_cancel_noticed_inside_a_call_keeps_the_latest_result(
+    store: JobStore, athlete_id: str
+) -> None:
+    # The Strava client checks the job between retry attempts (`between_steps`), with no
+    # result of its own: the job's counts so far must survive the cancellation.
+    from tasks.consumer import between_steps, checked_by
+    from tasks.jobs import JobCancelled, JobRun
+
+    job, _ = store.create(athlete_id, JobKind.STRAVA_SYNC, {})
+    started = store.start(job.id, "worker-a")
+    assert started is not None
+    run = JobRun(store, started, "worker-a")
+    run.progress(Progress(completed=2), checkpoint={"after": 0}, result={"created": 2})
+    run.check({"created": 3})  # the runner's own check, with what it stored since
+    assert store.request_cancel(job.id).cancel_requested
+    run._last_check = 0.0  # due for a look at the database
+    with pytest.raises(JobCancelled) as cancelled, checked_by(run.check):
+        between_steps()
+    assert cancelled.value.result == {"created": 3}
+    store.transition(job.id, JobState.CANCELLED, owner="worker-a", result=cancelled.value.result)
+    ended = store.get(job.id)
+    assert ended.state == JobState.CANCELLED
+    assert ended.result == {"created": 3}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -21,6 +22,8 @@ from stride.v1 import (
 )
 
 from storage.models import ActivityRow, ActivitySampleRow
+from tasks.strava import sync as strava_sync
+from tasks.strava.client import Activity, Streams
 from tests.strava_flow import (
     connect,
     connection_name,
@@ -29,7 +32,7 @@ from tests.strava_flow import (
     sync_stub,
     watch,
 )
-from tests.strava_sim import SimConfig, StravaSimulator
+from tests.strava_sim import SimConfig, StravaSimulator, payloads
 from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings
 
 ACTIVITIES = 40
@@ -181,6 +184,7 @@ def test_a_forged_webhook_event_deletes_nothing(
                 object_id=strava_id,
                 aspect_type="update",
                 owner_id=strava_id,
+                event_time=int(time.time()),
                 updates=struct_pb2.Struct(
                     fields={"authorized": struct_pb2.Value(string_value="false")}
                 ),
@@ -224,3 +228,137 @@ def _wait_until(condition: Callable[[], bool], seconds: float = 20) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_an_activity_deleted_on_strava_between_pages_hides_no_other(
+    admin: grpc.Channel, strava_server: ServerThread, sim: StravaSimulator
+) -> None:
+    athlete = create_athlete(admin)
+    strava_id = sim.athlete_ids[0]
+    assert connect(admin, athlete, sim, strava_id).state == job_pb2.JOB_STATE_SUCCEEDED
+    jobs = job_pb2_grpc.JobServiceStub(admin)
+    oldest = sim.activities(strava_id)[-1]  # on the first page (oldest first)
+    sim.reset_log()
+    sim.slow(0.05, match="/streams")  # the first page takes long enough to arm the hang
+    job = sync_stub(admin).StartSync(
+        sync_pb2.StartSyncRequest(name=connection_name(athlete), full=True)
+    )
+    _wait_until(lambda: sim.count("athlete.activities") >= 1)
+    # The next listing hangs until released: the sync is held between two pages.
+    sim.hang(None, match="/athlete/activities")
+    _wait_until(lambda: jobs.GetJob(job_pb2.GetJobRequest(name=job.name)).progress.done >= 15)
+    running = jobs.GetJob(job_pb2.GetJobRequest(name=job.name))
+    assert running.state == job_pb2.JOB_STATE_RUNNING
+    assert running.result.created == 15  # what it stored so far, while it runs
+    sim.delete_activity(oldest.id, notify=False)
+    sim.clear_faults()
+
+    events = watch(admin, job.name)
+    assert events[-1].state == job_pb2.JOB_STATE_SUCCEEDED, events[-1]
+    done = [e.progress.done for e in events]
+    assert done == sorted(done), done
+    remaining = sorted(str(a.id) for a in sim.activities(strava_id))
+    ids, _ = _stored(strava_server, athlete)
+    assert len(ids) == len(set(ids))  # each once
+    assert sorted(set(ids) - {str(oldest.id)}) == remaining  # none hidden by the deletion
+    ended = jobs.GetJob(job_pb2.GetJobRequest(name=job.name))
+    assert ended.result.created == len(remaining) + 1
+
+
+# The jobs' own decisions, with a fake Strava and store ---------------------------------------
+
+
+class _FakeActivities:
+    def __init__(self, stored: set[str]) -> None:
+        self.stored = set(stored)
+        self.deleted: list[str] = []
+        self.written: list[str] = []
+
+    def stored_ids(self, athlete_id: str) -> set[str]:
+        return set(self.stored)
+
+    def stored_raw(self, athlete_id: str, ids: list[str]) -> dict[str, Any]:
+        return {i: {} for i in ids if i in self.stored}
+
+    def delete(self, athlete_id: str, ids: list[str] | None = None) -> int:
+        self.deleted.extend(ids or [])
+        self.stored -= set(ids or [])
+        return len(ids or [])
+
+    def write(self, athlete_id: str, external_id: str, *args: Any) -> tuple[str, bool, int]:
+        self.written.append(external_id)
+        self.stored.add(external_id)
+        return external_id, True, 0
+
+
+def _fake_work(client: Any, activities: _FakeActivities, strava_athlete_id: int = 1) -> Any:
+    tokens = SimpleNamespace(
+        call=lambda athlete_id, request: request("token"),
+        load=lambda athlete_id: SimpleNamespace(strava_athlete_id=strava_athlete_id),
+    )
+    return SimpleNamespace(client=client, tokens=tokens, activities=activities, page_size=2)
+
+
+def _fake_run(**params: Any) -> Any:
+    job = SimpleNamespace(id="job-1", athlete_id="athlete-1", params=params, checkpoint=None)
+    return SimpleNamespace(job=job, check=lambda result=None: None, progress=lambda *a, **k: None)
+
+
+def test_reconcile_never_deletes_an_activity_stored_while_it_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    activities = _FakeActivities({"1", "2"})
+    starts = {1: 1_767_225_600, 2: 1_767_312_000}  # 2026-01-01 and 02, UTC
+    strava = [Activity(i, {"id": i, "start_date": f"2026-01-0{i}T00:00:00Z"}) for i in (1, 2)]
+
+    def list_activities(token: str, *, after: int, page: int, per_page: int) -> list[Activity]:
+        # A sync (or a webhook job) stores a new upload while Strava is being listed.
+        activities.stored.add("3")
+        later = [a for a in strava if starts[a.id] > after]
+        return later[(page - 1) * per_page : page * per_page]
+
+    client = SimpleNamespace(list_activities=list_activities)
+    monkeypatch.setattr(strava_sync, "strava_work", lambda: _fake_work(client, activities))
+    result = strava_sync.run_reconcile(_fake_run())
+    assert activities.deleted == []  # "3", stored meanwhile, is no deletion
+    assert (result["deleted"], result["unchanged"]) == (0, 2)
+    assert activities.stored == {"1", "2", "3"}
+
+
+def test_a_webhook_event_naming_another_athletes_activity_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch, sim: StravaSimulator
+) -> None:
+    mine, other = sim.athlete_ids
+    theirs = sim.activities(other)[0]
+    requested: list[int] = []
+
+    def get_activity(token: str, activity_id: int) -> Activity:
+        # Strava answers with another athlete's public activity to any token.
+        requested.append(activity_id)
+        activity = sim.activity(activity_id)
+        return Activity(activity.id, payloads.detailed(activity, sim.athlete(other), None))
+
+    client = SimpleNamespace(
+        get_activity=get_activity, get_streams=lambda token, activity_id: Streams({})
+    )
+    activities = _FakeActivities(set())
+    monkeypatch.setattr(strava_sync, "strava_work", lambda: _fake_work(client, activities, mine))
+    event = {"object_type": "activity", "object_id": theirs.id, "aspect_type": "create",
+             "owner_id": mine}  # fmt: skip
+    result = strava_sync.run_webhook(_fake_run(event=event))
+    assert requested == [theirs.id]
+    assert activities.written == []
+    assert (result["skipped"], result["created"]) == (1, 0)
+
+    # The connected athlete's own activity is stored.
+    own = sim.activities(mine)[0]
+    own_detail = payloads.detailed(own, sim.athlete(mine), None)
+    client.get_activity = lambda token, activity_id: Activity(own.id, own_detail)
+    event["object_id"] = own.id
+    assert strava_sync.run_webhook(_fake_run(event=event))["created"] == 1
+    assert activities.written == [str(own.id)]
+
+    # An answer about another activity than the event's is not stored either.
+    event["object_id"] = own.id + 1_000_000
+    assert strava_sync.run_webhook(_fake_run(event=event))["skipped"] == 1
+    assert activities.written == [str(own.id)]

@@ -1,13 +1,20 @@
-"""Strava jobs that write activities: the sync (paged, resumable, paced by the shared
-budget), a webhook event, and the reconcile that finds deletions webhooks missed.
+"""Strava jobs that write activities: the sync (paged by time, resumable, paced by the
+shared budget), a webhook event, and the reconcile that finds deletions webhooks missed.
 
-A sync lists the athlete's activities oldest first from a start time, page by page. For each
-activity it compares the summary with the stored copy: unchanged ones cost no further call;
-new or edited ones are fetched in detail with their streams and written with their samples
-in one unit of work, keyed by (athlete, strava, activity id), so a re-run writes nothing
-twice. After each page the job stores a checkpoint (the page and the tallies): a worker that
-dies, a spent budget (the job WAITs until the window resets) or a stopping worker all resume
-there.
+A sync lists the athlete's activities oldest first after a start time. For each activity it
+compares the summary with the stored copy: unchanged ones cost no further call; new or
+edited ones are fetched in detail with their streams and written with their samples in one
+unit of work, keyed by (athlete, strava, activity id), so a re-run writes nothing twice.
+
+It pages by time, not by page number (deleting an activity on Strava between two requests
+would shift every later one a place and one would never be listed): each request asks for
+the activities after a start second, and the next one starts a second before the newest
+start on the page, remembering the ids already done that started in that last second. A
+full page whose activities all started in one second is the exception: the next request
+asks for the following page of that second. After each written activity (and each page) the
+job stores a checkpoint (the start second, the ids done since, the tallies) with its
+progress and its result so far: a worker that dies, a spent budget (the job WAITs until the
+window resets) or a stopping worker all resume there, skipping what was done.
 """
 
 from __future__ import annotations
@@ -150,37 +157,112 @@ def _start_after(work: StravaWork, run: JobRun) -> int:
     return 0 if start is None else int(start.timestamp())
 
 
+def _start_epoch(summary: StravaActivityRecord) -> int | None:
+    """The activity's start as epoch seconds (what Strava's `after` compares), if known."""
+    start = summary.raw.get("start_date")
+    if not isinstance(start, str):
+        return None
+    try:
+        return int(dt.datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Window:
+    """Where a sync is: the listing starts after `after` (exclusive epoch seconds), at
+    `page` (1 unless more than a full page started in the second after `after`); `done`
+    holds the ids in that listing already synced (a re-run skips them)."""
+
+    after: int
+    page: int = 1
+    done: set[str] = field(default_factory=set)
+
+    def checkpoint(self, newest: str | None, tally: Tally) -> dict[str, Any]:
+        return {
+            "after": self.after,
+            "page": self.page,
+            "done_ids": sorted(self.done),
+            "newest": newest,
+        } | _tally(tally)
+
+    def advance(self, listing: list[StravaActivityRecord]) -> None:
+        """Past a full page (every activity on it done): the next request starts a second
+        before the newest start on it; the ids that started in that second are remembered
+        (neither skipped nor synced twice). When the page cannot move the start (all of it
+        started in the second after `after`, or no start is known), the next page of the
+        same listing: never the same request twice."""
+        starts = [s for s in (_start_epoch(a) for a in listing) if s is not None]
+        after = max(starts) - 1 if starts else self.after
+        if after > self.after:
+            self.after, self.page = after, 1
+        else:
+            self.page += 1
+        # Only ids that can be listed again are kept (at most a page of them).
+        self.done = {str(a.id) for a in listing if _later(_start_epoch(a), self.after)}
+
+
+def _later(start: int | None, after: int) -> bool:
+    """Whether an activity starting at `start` is listed after `after` (unknown: it may be)."""
+    return start is None or start > after
+
+
+def _resume(work: StravaWork, run: JobRun, checkpoint: dict[str, Any]) -> _Window:
+    if not checkpoint:
+        return _Window(_start_after(work, run))
+    window = _Window(int(checkpoint["after"]), int(checkpoint.get("page", 1)))
+    window.done = {str(i) for i in checkpoint.get("done_ids") or ()}
+    return window
+
+
 def run_sync(run: JobRun) -> dict[str, Any]:
     work = strava_work()
     athlete_id = run.job.athlete_id or ""
     checkpoint = run.job.checkpoint or {}
-    if checkpoint:
-        after, page = int(checkpoint["after"]), int(checkpoint["page"])
-        done, newest = int(checkpoint.get("done", 0)), checkpoint.get("newest")
-    else:
-        after, page, done, newest = _start_after(work, run), 1, 0, None
+    window = _resume(work, run, checkpoint)
+    # A checkpoint from before paging by time counts the page's items done by position.
+    skip_first = int(checkpoint.get("done", 0)) if "done_ids" not in checkpoint else 0
+    newest: str | None = checkpoint.get("newest")
     tally = Tally.from_json(checkpoint.get("tally"))
     while True:
         run.check(tally.to_json())
         listing = work.tokens.call(
             athlete_id,
-            partial(work.client.list_activities, after=after, page=page, per_page=work.page_size),
+            partial(
+                work.client.list_activities,
+                after=window.after,
+                page=window.page,
+                per_page=work.page_size,
+            ),
         )
         stored = work.activities.stored_raw(athlete_id, [str(a.id) for a in listing])
-        # A re-run skips what the page's last checkpoint covered: its progress never goes back.
-        for index, summary in enumerate(listing[done:], start=done):
+        # A re-run skips what its last checkpoint covered: its progress never goes back.
+        for index, summary in enumerate(listing):
+            key = str(summary.id)
+            if key in window.done or index < skip_first:
+                window.done.add(key)
+                continue
             run.check(tally.to_json())
             start = summary.raw.get("start_date")
             if isinstance(start, str) and (newest is None or start > newest):
                 newest = start
             title = _sync_one(work, run, athlete_id, summary, stored, tally)
+            window.done.add(key)
             if title is not None:  # written (or failed): the event carries the checkpoint
-                here = {"after": after, "page": page, "done": index + 1, "newest": newest}
-                run.progress(tally.progress(), item=title, checkpoint=here | _tally(tally))
-        page, done = page + 1, 0
-        checkpoint = {"after": after, "page": page, "done": 0, "newest": newest}
-        run.progress(tally.progress(), checkpoint=checkpoint | _tally(tally))
-        if len(listing) < work.page_size:
+                run.progress(
+                    tally.progress(),
+                    item=title,
+                    checkpoint=window.checkpoint(newest, tally),
+                    result=tally.to_json(),
+                )
+        skip_first = 0
+        full = len(listing) >= work.page_size
+        if full:
+            window.advance(listing)
+        run.progress(
+            tally.progress(), checkpoint=window.checkpoint(newest, tally), result=tally.to_json()
+        )
+        if not full:
             break
     _finish(work, athlete_id, newest)
     return tally.to_json()
@@ -259,14 +341,34 @@ def run_webhook(run: JobRun) -> dict[str, Any]:
         if stored:
             tally.deleted = work.activities.delete(athlete_id, [str(object_id)])
         return tally.to_json()
+    if not _owned_by(work, athlete_id, object_id, detail):
+        # Strava answers with others' public activities too: a forged event naming one
+        # must not store it as this athlete's.
+        log.warning("webhook event names an activity of another athlete: skipped",
+                    athlete_id=athlete_id, activity_id=object_id)  # fmt: skip
+        tally.skipped += 1
+        return tally.to_json()
     # It exists: create it, or (an edit of title, type, privacy) update it without fetching
     # the recording again.
     with_streams = str(object_id) not in stored
     title = write_activity(
         work, run, athlete_id, object_id, tally, with_streams=with_streams, detail=detail
     )
-    run.progress(tally.progress(), item=title)
+    run.progress(tally.progress(), item=title, result=tally.to_json())
     return tally.to_json()
+
+
+def _owned_by(
+    work: StravaWork, athlete_id: str, object_id: int, detail: StravaActivityRecord
+) -> bool:
+    """Whether Strava's answer is the activity the event named, of the connected athlete."""
+    owner = detail.raw.get("athlete")
+    owner_id = owner.get("id") if isinstance(owner, dict) else None
+    expected = work.tokens.load(athlete_id).strava_athlete_id
+    try:
+        return detail.id == object_id and owner_id is not None and int(owner_id) == expected
+    except (TypeError, ValueError):
+        return False
 
 
 def run_reconcile(run: JobRun) -> dict[str, Any]:
@@ -274,19 +376,26 @@ def run_reconcile(run: JobRun) -> dict[str, Any]:
     unless that would delete most of them (then Strava has likely lost data: refuse)."""
     work = strava_work()
     athlete_id = run.job.athlete_id or ""
+    # What is stored before Strava is listed: an activity a sync or a webhook stores while
+    # the listing runs is not among them (nor listed), so it is never taken for a deletion.
+    stored = work.activities.stored_ids(athlete_id)
     listed: set[str] = set()
-    page = 1
+    window = _Window(0)  # by time, as the sync: a deletion meanwhile hides no other activity
     while True:
         run.check()
         listing = work.tokens.call(
             athlete_id,
-            partial(work.client.list_activities, after=0, page=page, per_page=work.page_size),
+            partial(
+                work.client.list_activities,
+                after=window.after,
+                page=window.page,
+                per_page=work.page_size,
+            ),
         )
         listed.update(str(a.id) for a in listing)
         if len(listing) < work.page_size:
             break
-        page += 1
-    stored = work.activities.stored_ids(athlete_id)
+        window.advance(listing)
     missing = sorted(stored - listed)
     tally = Tally(unchanged=len(stored) - len(missing))
     if missing and (not listed or len(missing) > RECONCILE_MAX_SHARE * len(stored)):
