@@ -362,3 +362,26 @@ def test_a_webhook_event_naming_another_athletes_activity_stores_nothing(
     event["object_id"] = own.id + 1_000_000
     assert strava_sync.run_webhook(_fake_run(event=event))["skipped"] == 1
     assert activities.written == [str(own.id)]
+
+
+def test_paging_by_time_lists_each_activity_once_even_when_many_share_a_second() -> None:
+    # Seven activities, five of them starting in the same second, two a page: each page
+    # either moves the start or (a full page in one second) asks for the next page.
+    starts = {1: 100, 2: 200, 3: 200, 4: 200, 5: 200, 6: 200, 7: 300}
+    strava = [Activity(i, {"id": i, "start_date": _iso(s)}) for i, s in starts.items()]
+    window = strava_sync._Window(0)
+    seen: list[int] = []
+    for _ in range(20):
+        listing = [a for a in strava if starts[a.id] > window.after]
+        listing = listing[(window.page - 1) * 2 : window.page * 2]
+        seen.extend(a.id for a in listing if str(a.id) not in window.done)
+        window.done.update(str(a.id) for a in listing)
+        if len(listing) < 2:
+            break
+        window.advance(listing)
+        assert len(window.done) <= 2  # bounded: only ids that can be listed again
+    assert seen == [1, 2, 3, 4, 5, 6, 7]
+
+
+def _iso(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
