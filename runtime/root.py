@@ -22,6 +22,7 @@ from core.job_bus import InProcessBus, JobEventBus, RedisBus
 from core.settings import ENV_PREFIX, Settings, SettingsError
 from core.telemetry import instrument_engine
 from domain.activities import Source
+from domain.jobs import Job
 from domain.pagination import PageTokens
 from services.activities import ActivityService, ExternalActivities
 from services.athletes import AthleteService
@@ -32,7 +33,7 @@ from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
 from tasks.declare import TaskRef
-from tasks.jobs import JOB_TASKS
+from tasks.jobs import JOB_TASKS, enqueue_job
 from tasks.queue import StrideHuey, make_huey, sqlite_queue_path
 from tasks.strava import StravaClient, TokenCipher
 from tasks.strava.tokens import AccessTokens
@@ -107,8 +108,12 @@ class Runtime:
     @cached_property
     def strava_service(self) -> StravaService:
         return StravaService(
-            self.settings, self.database, self.job_store, self.huey, self.token_cipher
+            self.settings, self.database, self.job_store, self.launch_job, self.token_cipher
         )
+
+    def launch_job(self, job: Job, *, urgent: bool = False) -> None:
+        """Enqueue the task that runs `job` (blocking; see `tasks.jobs.enqueue_job`)."""
+        enqueue_job(self.huey, job, urgent=urgent)
 
     @cached_property
     def strava_tokens(self) -> AccessTokens | None:

@@ -11,7 +11,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import structlog
@@ -36,9 +36,6 @@ from services.jobs import JobStore
 from storage.database import Database
 from storage.repositories.athletes import AthleteRepository
 from storage.repositories.strava import StravaConnectionRepository
-from tasks import priority
-from tasks.jobs import JobQueue, enqueue_job, run_job
-from tasks.strava.crypto import TokenCipher
 
 log = structlog.get_logger(__name__)
 
@@ -57,20 +54,33 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class JobLauncher(Protocol):
+    """Enqueues a job's task (the runtime's, over the task queue); `urgent` when a person
+    now waits for a job created as scheduled work."""
+
+    def __call__(self, job: Job, *, urgent: bool = False) -> None: ...
+
+
+class Sealer(Protocol):
+    """Encrypts a secret for storage (the Strava token cipher)."""
+
+    def encrypt(self, token: str) -> bytes: ...
+
+
 class StravaService:
     def __init__(
         self,
         settings: Settings,
         db: Database,
         jobs: JobStore,
-        queue: JobQueue,
-        cipher: TokenCipher | None,
+        launch: JobLauncher,
+        cipher: Sealer | None,
         clock: Callable[[], dt.datetime] = _now,
     ) -> None:
         self.settings = settings
         self.db = db
         self.jobs = jobs
-        self.queue = queue
+        self.launch = launch
         self.cipher = cipher
         self.clock = clock
 
@@ -138,7 +148,6 @@ class StravaService:
         params = {
             "code": self.cipher.encrypt(code).decode(),
             "scope": ",".join(parse_scopes(scope)),
-            "priority": priority.USER,
         }
         return self._start(athlete_id, JobKind.STRAVA_CONNECT, params, request_id)[0]
 
@@ -151,7 +160,7 @@ class StravaService:
         return self._start(
             athlete_id,
             JobKind.STRAVA_DISCONNECT,
-            {"priority": priority.USER},
+            {},
             request_id,
             exclusive=(JobKind.STRAVA_DISCONNECT,),
         )[0]
@@ -181,7 +190,7 @@ class StravaService:
         params: dict[str, Any] = {
             "mode": mode,
             "after": None if after is None else int(after.timestamp()),
-            "priority": priority.SCHEDULED if scheduled else priority.USER,
+            "scheduled": scheduled,
         }
         job, created = self._start(
             athlete_id, JobKind.STRAVA_SYNC, params, request_id, exclusive=(JobKind.STRAVA_SYNC,)
@@ -190,10 +199,10 @@ class StravaService:
         retry = bool(request_id) and job.request_id == request_id
         if mode != "incremental" and not created and not retry:
             raise SyncAlreadyActive(names.job_name(athlete_id, job.id))
-        if not created and not scheduled and job.params.get("priority") == priority.SCHEDULED:
+        if not created and not scheduled and job.params.get("scheduled"):
             # A person now waits for a scheduled sync: its task goes ahead of scheduled work
             # (a second task for the job; whichever runs first claims it, the other returns).
-            self.queue.submit_with(run_job, (job.id,), priority=priority.USER)
+            self.launch(job, urgent=True)
         return job
 
     # The webhook --------------------------------------------------------------------------
@@ -242,7 +251,7 @@ class StravaService:
         key = json.dumps([clean[k] for k in ("owner_id", "object_type", "object_id",
                                              "aspect_type", "event_time")])  # fmt: skip
         request_id = "webhook-" + hashlib.sha256(key.encode()).hexdigest()[:40]
-        params = {"event": clean, "priority": priority.USER}
+        params = {"event": clean}
         return self._start(stored.athlete_id, JobKind.STRAVA_WEBHOOK, params, request_id)[0]
 
     # Helpers ------------------------------------------------------------------------------
@@ -267,7 +276,7 @@ class StravaService:
         if created:
             # Should this enqueue be lost (the process dies now), the sweeper enqueues the
             # job again after its claim deadline.
-            enqueue_job(self.queue, job)
+            self.launch(job)
         return job, created
 
     def _issue_state(self, athlete_id: str) -> str:

@@ -145,15 +145,15 @@ class JobQueue(Protocol):
     ) -> Any: ...
 
 
-def enqueue_job(huey: JobQueue, job: Job, *, eta: dt.datetime | None = None) -> None:
-    """Enqueue the task that runs `job` (blocking), at the priority the job was created with
-    (`params["priority"]`, USER by default), no earlier than `eta` when given."""
-    chosen = job.params.get("priority")
+def enqueue_job(
+    huey: JobQueue, job: Job, *, eta: dt.datetime | None = None, urgent: bool = False
+) -> None:
+    """Enqueue the task that runs `job` (blocking), no earlier than `eta` when given: at
+    SCHEDULED priority when nobody waits for it (`params["scheduled"]`), else USER;
+    `urgent`: USER whatever it was created as (a person now waits for it)."""
+    scheduled = bool(job.params.get("scheduled")) and not urgent
     huey.submit_with(
-        run_job,
-        (job.id,),
-        priority=chosen if isinstance(chosen, int) else priority.USER,
-        eta=eta,
+        run_job, (job.id,), priority=priority.SCHEDULED if scheduled else priority.USER, eta=eta
     )
 
 

@@ -16,7 +16,6 @@ from stride.v1 import job_pb2
 from domain.jobs import JobKind, JobState
 from runtime import Runtime
 from storage.repositories.strava import StravaConnectionRepository
-from tasks import priority
 from tasks.strava.schedule import (
     refresh_expiring,
     scheduled_reconciles,
@@ -75,7 +74,7 @@ def test_a_connected_athlete_never_synced_gets_one_scheduled_sync(
     assert scheduled_syncs(runtime, now) == 1  # due still: it joins the same job
     jobs = runtime.job_store.list_jobs(athlete_id, kinds=[JobKind.STRAVA_SYNC])
     assert len(jobs) == 1
-    assert jobs[0].params["priority"] == priority.SCHEDULED
+    assert jobs[0].params["scheduled"] is True
     _wait(lambda: runtime.job_store.get(jobs[0].id).state == JobState.SUCCEEDED)
     # Synced just now: not due until the interval has passed.
     assert scheduled_syncs(runtime, dt.datetime.now(dt.UTC)) == 0

@@ -15,7 +15,6 @@ from domain.connections import REFRESH_AHEAD, ConnectionState
 from domain.errors import StrideError
 from domain.jobs import JobKind
 from storage.repositories.strava import StravaConnectionRepository
-from tasks import priority
 from tasks.declare import periodic
 from tasks.jobs import enqueue_job
 from tasks.queue import current_queue
@@ -72,7 +71,7 @@ def scheduled_reconciles(runtime: Runtime, now: dt.datetime) -> int:
         job, created = runtime.job_store.create(
             athlete_id,
             JobKind.STRAVA_RECONCILE,
-            {"priority": priority.SCHEDULED},
+            {"scheduled": True},
             exclusive=(JobKind.STRAVA_RECONCILE, JobKind.STRAVA_DISCONNECT),
         )
         if created:
