@@ -34,8 +34,9 @@ GEN = ROOT / "gen"
 # History: a533ae0 published v1 (commit a533ae03a19dbdc260b030d46aed3249a3eb9051); issue 8
 # corrected the then unused job and sync contract (JobService, athlete-scoped jobs) and
 # moved the baseline to the protos/ tree of that correction (first committed in d5b1787,
-# the baseline moved in 38c1627; see docs/decisions.md).
-RELEASED_V1 = "c076ec381464da25cf344b0e65d41729e4b3f8eb"
+# the baseline moved in 38c1627; see docs/decisions.md). Issue 10 corrected the then
+# unused analytics contract and moved it to the protos/ tree of that correction.
+RELEASED_V1 = "7bf5ed42c35c96741b0b74a4f3845836229250d0"
 
 
 def _includes(protos: Path) -> list[str]:

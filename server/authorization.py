@@ -55,10 +55,14 @@ POLICY: dict[str, str | Callable[[Any], str]] = {
     "/stride.v1.ActivityService/StreamActivitySamples": _field("name"),
     # Client streaming: checked on the first message, which carries the header.
     "/stride.v1.ActivityService/UploadActivityFile": _field("header.parent"),
+    # AgeGrade's subject is a oneof: an explicit age and sex needs no athlete, so any
+    # token may call it here; with `activity` or `athlete_performance.athlete` the
+    # servicer itself must authorize that athlete (NOT_YOUR_RESOURCE) before loading it.
     "/stride.v1.AnalyticsService/AgeGrade": AUTHENTICATED,
-    "/stride.v1.AnalyticsService/GetTrainingSummary": _field("athlete"),
-    "/stride.v1.AnalyticsService/ListPersonalRecords": _field("athlete"),
-    "/stride.v1.AnalyticsService/GetFitnessTrend": _field("athlete"),
+    # `athletes/{athlete}/trainingSummary`, `athletes/{athlete}/fitnessTrend`
+    "/stride.v1.AnalyticsService/GetTrainingSummary": _field("name"),
+    "/stride.v1.AnalyticsService/ListPersonalRecords": _field("parent"),
+    "/stride.v1.AnalyticsService/GetFitnessTrend": _field("name"),
     # `athletes/{athlete}/stravaConnection`
     "/stride.v1.SyncService/GetStravaConnection": _field("name"),
     "/stride.v1.SyncService/GetStravaAuthorizationUrl": _field("name"),

@@ -12,6 +12,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.type import latlng_pb2 as _latlng_pb2
+from stride.v1 import analytics_pb2 as _analytics_pb2
 from stride.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -118,6 +119,7 @@ class Activity(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     SOURCE_JOB_FIELD_NUMBER: _builtins.int
+    AGE_GRADE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`athletes/{athlete}/activities/{activity}`."""
     title: _builtins.str
@@ -165,6 +167,15 @@ class Activity(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def age_grade(self) -> _analytics_pb2.AgeGradeResult:
+        """The activity's age grade (its distance and elapsed time, road 2025 standards), for
+        runs; absent when there is none (see AnalyticsService.AgeGrade: not a run, the
+        athlete's birth date or sex unknown or not graded, an age outside 5 to 100, a
+        distance outside the mile to 200 km). Kept up to date when the athlete's profile
+        changes.
+        """
+
     def __init__(
         self,
         *,
@@ -188,10 +199,11 @@ class Activity(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         source_job: _builtins.str = ...,
+        age_grade: _analytics_pb2.AgeGradeResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "elapsed_time", b"elapsed_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "age_grade", b"age_grade", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "elapsed_time", b"elapsed_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "source_job", b"source_job", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "age_grade", b"age_grade", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "source_job", b"source_job", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["average_heart_rate_bpm"]  # noqa: Y015
     _WhichOneofArgType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm"]  # noqa: Y015

@@ -31,122 +31,316 @@ class _SummaryPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Summary
     DESCRIPTOR: _descriptor.EnumDescriptor
     SUMMARY_PERIOD_UNSPECIFIED: _SummaryPeriod.ValueType  # 0
     SUMMARY_PERIOD_WEEK: _SummaryPeriod.ValueType  # 1
+    """ISO week, Monday to Sunday."""
     SUMMARY_PERIOD_MONTH: _SummaryPeriod.ValueType  # 2
 
 class SummaryPeriod(_SummaryPeriod, metaclass=_SummaryPeriodEnumTypeWrapper): ...
 
 SUMMARY_PERIOD_UNSPECIFIED: SummaryPeriod.ValueType  # 0
 SUMMARY_PERIOD_WEEK: SummaryPeriod.ValueType  # 1
+"""ISO week, Monday to Sunday."""
 SUMMARY_PERIOD_MONTH: SummaryPeriod.ValueType  # 2
 Global___SummaryPeriod: _TypeAlias = SummaryPeriod  # noqa: Y015
+
+class _BestEffortDistance:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BestEffortDistanceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BestEffortDistance.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BEST_EFFORT_DISTANCE_UNSPECIFIED: _BestEffortDistance.ValueType  # 0
+    BEST_EFFORT_DISTANCE_400_M: _BestEffortDistance.ValueType  # 1
+    BEST_EFFORT_DISTANCE_1_KM: _BestEffortDistance.ValueType  # 2
+    BEST_EFFORT_DISTANCE_MILE: _BestEffortDistance.ValueType  # 3
+    """1,609.344 m."""
+    BEST_EFFORT_DISTANCE_5_KM: _BestEffortDistance.ValueType  # 4
+    BEST_EFFORT_DISTANCE_10_KM: _BestEffortDistance.ValueType  # 5
+    BEST_EFFORT_DISTANCE_15_KM: _BestEffortDistance.ValueType  # 6
+    BEST_EFFORT_DISTANCE_10_MILE: _BestEffortDistance.ValueType  # 7
+    """16,093.44 m."""
+    BEST_EFFORT_DISTANCE_HALF_MARATHON: _BestEffortDistance.ValueType  # 8
+    """21,097.5 m."""
+    BEST_EFFORT_DISTANCE_30_KM: _BestEffortDistance.ValueType  # 9
+    BEST_EFFORT_DISTANCE_MARATHON: _BestEffortDistance.ValueType  # 10
+    """42,195 m."""
+
+class BestEffortDistance(_BestEffortDistance, metaclass=_BestEffortDistanceEnumTypeWrapper):
+    """The distances best efforts are kept for."""
+
+BEST_EFFORT_DISTANCE_UNSPECIFIED: BestEffortDistance.ValueType  # 0
+BEST_EFFORT_DISTANCE_400_M: BestEffortDistance.ValueType  # 1
+BEST_EFFORT_DISTANCE_1_KM: BestEffortDistance.ValueType  # 2
+BEST_EFFORT_DISTANCE_MILE: BestEffortDistance.ValueType  # 3
+"""1,609.344 m."""
+BEST_EFFORT_DISTANCE_5_KM: BestEffortDistance.ValueType  # 4
+BEST_EFFORT_DISTANCE_10_KM: BestEffortDistance.ValueType  # 5
+BEST_EFFORT_DISTANCE_15_KM: BestEffortDistance.ValueType  # 6
+BEST_EFFORT_DISTANCE_10_MILE: BestEffortDistance.ValueType  # 7
+"""16,093.44 m."""
+BEST_EFFORT_DISTANCE_HALF_MARATHON: BestEffortDistance.ValueType  # 8
+"""21,097.5 m."""
+BEST_EFFORT_DISTANCE_30_KM: BestEffortDistance.ValueType  # 9
+BEST_EFFORT_DISTANCE_MARATHON: BestEffortDistance.ValueType  # 10
+"""42,195 m."""
+Global___BestEffortDistance: _TypeAlias = BestEffortDistance  # noqa: Y015
+
+class _RecordPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecordPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecordPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECORD_PERIOD_UNSPECIFIED: _RecordPeriod.ValueType  # 0
+    RECORD_PERIOD_ALL_TIME: _RecordPeriod.ValueType  # 1
+    """At most one record per distance: the fastest ever."""
+    RECORD_PERIOD_YEAR: _RecordPeriod.ValueType  # 2
+    """The fastest of each calendar year (in the athlete's time zone) with an effort."""
+
+class RecordPeriod(_RecordPeriod, metaclass=_RecordPeriodEnumTypeWrapper):
+    """Which bests to list."""
+
+RECORD_PERIOD_UNSPECIFIED: RecordPeriod.ValueType  # 0
+RECORD_PERIOD_ALL_TIME: RecordPeriod.ValueType  # 1
+"""At most one record per distance: the fastest ever."""
+RECORD_PERIOD_YEAR: RecordPeriod.ValueType  # 2
+"""The fastest of each calendar year (in the athlete's time zone) with an effort."""
+Global___RecordPeriod: _TypeAlias = RecordPeriod  # noqa: Y015
+
+@_typing.final
+class Performance(_message.Message):
+    """A road running performance: how far, how long."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    distance_meters: _builtins.float
+    """Metres; from the mile (1,609.344) to 200,000 for a grade."""
+    @_builtins.property
+    def time(self) -> _duration_pb2.Duration:
+        """Finishing time; positive."""
+
+    def __init__(
+        self,
+        *,
+        distance_meters: _builtins.float = ...,
+        time: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_meters", b"distance_meters", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Performance: _TypeAlias = Performance  # noqa: Y015
+
+@_typing.final
+class AthletePerformance(_message.Message):
+    """A performance by a stored athlete: age (on `date`) and sex come from their profile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATHLETE_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    athlete: _builtins.str
+    """`athletes/{athlete}`."""
+    @_builtins.property
+    def performance(self) -> Global___Performance: ...
+    @_builtins.property
+    def date(self) -> _date_pb2.Date:
+        """The day of the performance, for the athlete's age that day; today in the athlete's
+        time zone when unset.
+        """
+
+    def __init__(
+        self,
+        *,
+        athlete: _builtins.str = ...,
+        performance: Global___Performance | None = ...,
+        date: _date_pb2.Date | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "performance", b"performance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "date", b"date", "performance", b"performance"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AthletePerformance: _TypeAlias = AthletePerformance  # noqa: Y015
+
+@_typing.final
+class AgeSexPerformance(_message.Message):
+    """A performance at an explicit age and sex, for nobody in particular."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGE_FIELD_NUMBER: _builtins.int
+    SEX_FIELD_NUMBER: _builtins.int
+    PERFORMANCE_FIELD_NUMBER: _builtins.int
+    age: _builtins.int
+    """Whole years on the day of the performance; 5 to 100 for a grade."""
+    sex: _common_pb2.Sex.ValueType
+    """SEX_MALE or SEX_FEMALE for a grade."""
+    @_builtins.property
+    def performance(self) -> Global___Performance: ...
+    def __init__(
+        self,
+        *,
+        age: _builtins.int = ...,
+        sex: _common_pb2.Sex.ValueType = ...,
+        performance: Global___Performance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["performance", b"performance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "performance", b"performance", "sex", b"sex"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgeSexPerformance: _TypeAlias = AgeSexPerformance  # noqa: Y015
 
 @_typing.final
 class AgeGradeRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
-    AGE_FIELD_NUMBER: _builtins.int
-    SEX_FIELD_NUMBER: _builtins.int
-    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
-    TIME_FIELD_NUMBER: _builtins.int
-    PERFORMANCE_DATE_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
-    """Either an athlete (age and sex from their profile) or `age` and `sex`."""
-    age: _builtins.int
-    sex: _common_pb2.Sex.ValueType
-    distance_meters: _builtins.float
-    """Race distance in metres; must be a distance the tables cover."""
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    ATHLETE_PERFORMANCE_FIELD_NUMBER: _builtins.int
+    AGE_SEX_PERFORMANCE_FIELD_NUMBER: _builtins.int
+    activity: _builtins.str
+    """An activity, `athletes/{athlete}/activities/{activity}`: its `distance_meters` and
+    `elapsed_time`, on the date its `start_time` falls in its time zone.
+    """
     @_builtins.property
-    def time(self) -> _duration_pb2.Duration: ...
+    def athlete_performance(self) -> Global___AthletePerformance:
+        """An athlete's performance."""
+
     @_builtins.property
-    def performance_date(self) -> _date_pb2.Date:
-        """Date of the performance, for the athlete's age on that day."""
+    def age_sex_performance(self) -> Global___AgeSexPerformance:
+        """A performance at an explicit age and sex."""
 
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
-        age: _builtins.int = ...,
-        sex: _common_pb2.Sex.ValueType = ...,
-        distance_meters: _builtins.float = ...,
-        time: _duration_pb2.Duration | None = ...,
-        performance_date: _date_pb2.Date | None = ...,
+        activity: _builtins.str = ...,
+        athlete_performance: Global___AthletePerformance | None = ...,
+        age_sex_performance: Global___AgeSexPerformance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["performance_date", b"performance_date", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "age_sex_performance", b"age_sex_performance", "athlete_performance", b"athlete_performance", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "athlete", b"athlete", "distance_meters", b"distance_meters", "performance_date", b"performance_date", "sex", b"sex", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "age_sex_performance", b"age_sex_performance", "athlete_performance", b"athlete_performance", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["activity", "athlete_performance", "age_sex_performance"]  # noqa: Y015
+    _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
 
 Global___AgeGradeRequest: _TypeAlias = AgeGradeRequest  # noqa: Y015
 
 @_typing.final
-class AgeGradeResponse(_message.Message):
+class AgeGradeResult(_message.Message):
+    """A performance graded by age and sex (road, 2025 standards). Where a message carries
+    one, it is absent when there is no grade (see AnalyticsService.AgeGrade).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    AGE_GRADE_PERCENT_FIELD_NUMBER: _builtins.int
-    AGE_STANDARD_TIME_FIELD_NUMBER: _builtins.int
-    AGE_GRADED_TIME_FIELD_NUMBER: _builtins.int
-    AGE_FACTOR_FIELD_NUMBER: _builtins.int
     AGE_FIELD_NUMBER: _builtins.int
-    age_grade_percent: _builtins.float
-    """Percentage of the age standard, e.g. 71.3."""
-    age_factor: _builtins.float
+    SEX_FIELD_NUMBER: _builtins.int
+    DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    AGE_FACTOR_FIELD_NUMBER: _builtins.int
+    AGE_GRADED_TIME_FIELD_NUMBER: _builtins.int
+    AGE_GRADED_PERCENT_FIELD_NUMBER: _builtins.int
+    OPEN_CLASS_STANDARD_FIELD_NUMBER: _builtins.int
+    STANDARDS_FIELD_NUMBER: _builtins.int
     age: _builtins.int
+    """Whole years on the day of the performance."""
+    sex: _common_pb2.Sex.ValueType
+    distance_meters: _builtins.float
+    age_factor: _builtins.float
+    """Age factor, rounded half-up to 4 decimals (1 at the peak ages)."""
+    age_graded_percent: _builtins.float
+    """100 × `open_class_standard` / `age_graded_time`, unrounded (71.3 means 71.3 %)."""
+    standards: _builtins.str
+    """The standards used: `road-2025`."""
     @_builtins.property
-    def age_standard_time(self) -> _duration_pb2.Duration:
-        """The age-group standard time for this age, sex and distance."""
+    def time(self) -> _duration_pb2.Duration:
+        """The time graded."""
 
     @_builtins.property
     def age_graded_time(self) -> _duration_pb2.Duration:
-        """The performance converted to an open-class equivalent."""
+        """`time` × `age_factor`: the open-class equivalent of the performance."""
+
+    @_builtins.property
+    def open_class_standard(self) -> _duration_pb2.Duration:
+        """The open-class standard time for this sex and distance (interpolated between table
+        distances, log-linearly).
+        """
 
     def __init__(
         self,
         *,
-        age_grade_percent: _builtins.float = ...,
-        age_standard_time: _duration_pb2.Duration | None = ...,
-        age_graded_time: _duration_pb2.Duration | None = ...,
-        age_factor: _builtins.float = ...,
         age: _builtins.int = ...,
+        sex: _common_pb2.Sex.ValueType = ...,
+        distance_meters: _builtins.float = ...,
+        time: _duration_pb2.Duration | None = ...,
+        age_factor: _builtins.float = ...,
+        age_graded_time: _duration_pb2.Duration | None = ...,
+        age_graded_percent: _builtins.float = ...,
+        open_class_standard: _duration_pb2.Duration | None = ...,
+        standards: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["age_graded_time", b"age_graded_time", "age_standard_time", b"age_standard_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["age_graded_time", b"age_graded_time", "open_class_standard", b"open_class_standard", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "age_factor", b"age_factor", "age_grade_percent", b"age_grade_percent", "age_graded_time", b"age_graded_time", "age_standard_time", b"age_standard_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "age_factor", b"age_factor", "age_graded_percent", b"age_graded_percent", "age_graded_time", b"age_graded_time", "distance_meters", b"distance_meters", "open_class_standard", b"open_class_standard", "sex", b"sex", "standards", b"standards", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AgeGradeResponse: _TypeAlias = AgeGradeResponse  # noqa: Y015
+Global___AgeGradeResult: _TypeAlias = AgeGradeResult  # noqa: Y015
 
 @_typing.final
 class GetTrainingSummaryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     PERIOD_FIELD_NUMBER: _builtins.int
     START_DATE_FIELD_NUMBER: _builtins.int
     END_DATE_FIELD_NUMBER: _builtins.int
     SPORT_TYPES_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
+    PER_SPORT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/trainingSummary`."""
     period: Global___SummaryPeriod.ValueType
+    """SUMMARY_PERIOD_WEEK when unspecified."""
+    per_sport: _builtins.bool
+    """Also break each period's totals down by sport type (`TrainingPeriod.sports`)."""
     @_builtins.property
-    def start_date(self) -> _date_pb2.Date: ...
+    def start_date(self) -> _date_pb2.Date:
+        """First day of the range, inclusive; moved back to the start of its period. When
+        unset: the start of the 11th period before the one holding `end_date` (12 periods).
+        """
+
     @_builtins.property
-    def end_date(self) -> _date_pb2.Date: ...
+    def end_date(self) -> _date_pb2.Date:
+        """Last day of the range, inclusive; moved forward to the end of its period. Today when
+        unset.
+        """
+
     @_builtins.property
-    def sport_types(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.SportType.ValueType]: ...
+    def sport_types(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.SportType.ValueType]:
+        """Only activities of these sport types; all when empty."""
+
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
         period: Global___SummaryPeriod.ValueType = ...,
         start_date: _date_pb2.Date | None = ...,
         end_date: _date_pb2.Date | None = ...,
         sport_types: _abc.Iterable[_common_pb2.SportType.ValueType] | None = ...,
+        per_sport: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "end_date", b"end_date", "period", b"period", "sport_types", b"sport_types", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "name", b"name", "per_sport", b"per_sport", "period", b"period", "sport_types", b"sport_types", "start_date", b"start_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,82 +348,202 @@ Global___GetTrainingSummaryRequest: _TypeAlias = GetTrainingSummaryRequest  # no
 
 @_typing.final
 class TrainingSummary(_message.Message):
+    """An athlete's training totals per period (a singleton computed on request)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
-    PERIODS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/trainingSummary`."""
+    period: Global___SummaryPeriod.ValueType
     time_zone: _builtins.str
+    """The IANA time zone the periods are in (the athlete's)."""
     @_builtins.property
-    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingPeriod]: ...
+    def start_date(self) -> _date_pb2.Date:
+        """The range covered, widened to whole periods; both inclusive."""
+
+    @_builtins.property
+    def end_date(self) -> _date_pb2.Date: ...
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___TrainingPeriod]:
+        """Every period of the range, oldest first, empty ones included."""
+
     def __init__(
         self,
         *,
-        periods: _abc.Iterable[Global___TrainingPeriod] | None = ...,
+        name: _builtins.str = ...,
+        period: Global___SummaryPeriod.ValueType = ...,
+        start_date: _date_pb2.Date | None = ...,
+        end_date: _date_pb2.Date | None = ...,
         time_zone: _builtins.str = ...,
+        periods: _abc.Iterable[Global___TrainingPeriod] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["periods", b"periods", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "name", b"name", "period", b"period", "periods", b"periods", "start_date", b"start_date", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainingSummary: _TypeAlias = TrainingSummary  # noqa: Y015
 
 @_typing.final
-class TrainingPeriod(_message.Message):
-    """Totals for one week (starting Monday) or calendar month."""
+class TrainingTotals(_message.Message):
+    """What was done in one period (or by one sport type in it)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    START_DATE_FIELD_NUMBER: _builtins.int
     ACTIVITY_COUNT_FIELD_NUMBER: _builtins.int
     DISTANCE_METERS_FIELD_NUMBER: _builtins.int
     MOVING_TIME_FIELD_NUMBER: _builtins.int
     ELEVATION_GAIN_METERS_FIELD_NUMBER: _builtins.int
+    TRAINING_LOAD_FIELD_NUMBER: _builtins.int
+    ESTIMATED_LOAD_COUNT_FIELD_NUMBER: _builtins.int
     activity_count: _builtins.int
     distance_meters: _builtins.float
     elevation_gain_meters: _builtins.float
-    @_builtins.property
-    def start_date(self) -> _date_pb2.Date: ...
+    training_load: _builtins.float
+    """TRIMP units (see AnalyticsService)."""
+    estimated_load_count: _builtins.int
+    """How many of the activities had their load estimated without heart rate."""
     @_builtins.property
     def moving_time(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
-        start_date: _date_pb2.Date | None = ...,
         activity_count: _builtins.int = ...,
         distance_meters: _builtins.float = ...,
         moving_time: _duration_pb2.Duration | None = ...,
         elevation_gain_meters: _builtins.float = ...,
+        training_load: _builtins.float = ...,
+        estimated_load_count: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["moving_time", b"moving_time", "start_date", b"start_date"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["moving_time", b"moving_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_count", b"activity_count", "distance_meters", b"distance_meters", "elevation_gain_meters", b"elevation_gain_meters", "moving_time", b"moving_time", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_count", b"activity_count", "distance_meters", b"distance_meters", "elevation_gain_meters", b"elevation_gain_meters", "estimated_load_count", b"estimated_load_count", "moving_time", b"moving_time", "training_load", b"training_load"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrainingTotals: _TypeAlias = TrainingTotals  # noqa: Y015
+
+@_typing.final
+class TrainingPeriod(_message.Message):
+    """One ISO week or calendar month."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    SPORTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_date(self) -> _date_pb2.Date:
+        """First and last day of the period, inclusive."""
+
+    @_builtins.property
+    def end_date(self) -> _date_pb2.Date: ...
+    @_builtins.property
+    def totals(self) -> Global___TrainingTotals: ...
+    @_builtins.property
+    def sports(self) -> _containers.RepeatedCompositeFieldContainer[Global___SportTrainingTotals]:
+        """With `per_sport`: one entry per sport type with activities in the period, in the
+        order of SportType's numbers; empty otherwise.
+        """
+
+    def __init__(
+        self,
+        *,
+        start_date: _date_pb2.Date | None = ...,
+        end_date: _date_pb2.Date | None = ...,
+        totals: Global___TrainingTotals | None = ...,
+        sports: _abc.Iterable[Global___SportTrainingTotals] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date", "totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "sports", b"sports", "start_date", b"start_date", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TrainingPeriod: _TypeAlias = TrainingPeriod  # noqa: Y015
 
 @_typing.final
-class ListPersonalRecordsRequest(_message.Message):
+class SportTrainingTotals(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
-    SPORT_TYPES_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
+    SPORT_TYPE_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    sport_type: _common_pb2.SportType.ValueType
     @_builtins.property
-    def sport_types(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.SportType.ValueType]: ...
+    def totals(self) -> Global___TrainingTotals: ...
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
-        sport_types: _abc.Iterable[_common_pb2.SportType.ValueType] | None = ...,
+        sport_type: _common_pb2.SportType.ValueType = ...,
+        totals: Global___TrainingTotals | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "sport_types", b"sport_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sport_type", b"sport_type", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SportTrainingTotals: _TypeAlias = SportTrainingTotals  # noqa: Y015
+
+@_typing.final
+class ListPersonalRecordsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    YEAR_FIELD_NUMBER: _builtins.int
+    DISTANCES_FIELD_NUMBER: _builtins.int
+    SPORT_TYPES_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """`athletes/{athlete}`."""
+    page_size: _builtins.int
+    """0 means the default (50); values above 1000 are coerced to 1000."""
+    page_token: _builtins.str
+    period: Global___RecordPeriod.ValueType
+    """RECORD_PERIOD_ALL_TIME when unspecified."""
+    year: _builtins.int
+    """Only the bests of this calendar year; only with RECORD_PERIOD_YEAR
+    (INVALID_ARGUMENT otherwise).
+    """
+    @_builtins.property
+    def distances(self) -> _containers.RepeatedScalarFieldContainer[Global___BestEffortDistance.ValueType]:
+        """Only these distances; all when empty."""
+
+    @_builtins.property
+    def sport_types(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.SportType.ValueType]:
+        """Only efforts within activities of these sport types; all when empty. Best efforts
+        are kept for activities of SPORT_TYPE_RUN, SPORT_TYPE_TRAIL_RUN and
+        SPORT_TYPE_VIRTUAL_RUN that have distance samples.
+        """
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        period: Global___RecordPeriod.ValueType = ...,
+        year: _builtins.int | None = ...,
+        distances: _abc.Iterable[Global___BestEffortDistance.ValueType] | None = ...,
+        sport_types: _abc.Iterable[_common_pb2.SportType.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_year", b"_year", "year", b"year"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_year", b"_year", "distances", b"distances", "page_size", b"page_size", "page_token", b"page_token", "parent", b"parent", "period", b"period", "sport_types", b"sport_types", "year", b"year"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__year: _TypeAlias = _typing.Literal["year"]  # noqa: Y015
+    _WhichOneofArgType__year: _TypeAlias = _typing.Literal["_year", b"_year"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__year) -> _WhichOneofReturnType__year | None: ...
 
 Global___ListPersonalRecordsRequest: _TypeAlias = ListPersonalRecordsRequest  # noqa: Y015
 
@@ -237,17 +551,20 @@ Global___ListPersonalRecordsRequest: _TypeAlias = ListPersonalRecordsRequest  # 
 class ListPersonalRecordsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    RECORDS_FIELD_NUMBER: _builtins.int
+    PERSONAL_RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
-    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonalRecord]: ...
+    def personal_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonalRecord]: ...
     def __init__(
         self,
         *,
-        records: _abc.Iterable[Global___PersonalRecord] | None = ...,
+        personal_records: _abc.Iterable[Global___PersonalRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "personal_records", b"personal_records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,32 +572,73 @@ Global___ListPersonalRecordsResponse: _TypeAlias = ListPersonalRecordsResponse  
 
 @_typing.final
 class PersonalRecord(_message.Message):
-    """The fastest time over a distance within any one activity."""
+    """The fastest time over a standard distance within any one activity, all-time or in a
+    calendar year. Derived: kept up to date when samples are stored and recomputed when the
+    athlete's profile or the algorithm changes.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    NAME_FIELD_NUMBER: _builtins.int
+    DISTANCE_FIELD_NUMBER: _builtins.int
     DISTANCE_METERS_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    YEAR_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     ACTIVITY_FIELD_NUMBER: _builtins.int
+    SPORT_TYPE_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
+    AGE_GRADE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/personalRecords/{personal_record}`; the id is the distance and the
+    period, such as `5k-all` or `mile-2024`.
+    """
+    distance: Global___BestEffortDistance.ValueType
     distance_meters: _builtins.float
+    """The distance in metres."""
+    period: Global___RecordPeriod.ValueType
+    year: _builtins.int
+    """The calendar year, for RECORD_PERIOD_YEAR; 0 for all-time records."""
     activity: _builtins.str
-    """`athletes/{athlete}/activities/{activity}`."""
+    """The activity it was run in, `athletes/{athlete}/activities/{activity}`."""
+    sport_type: _common_pb2.SportType.ValueType
     @_builtins.property
-    def time(self) -> _duration_pb2.Duration: ...
+    def time(self) -> _duration_pb2.Duration:
+        """Time over the distance (interpolated between samples at both ends of the window)."""
+
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the effort began."""
+
+    @_builtins.property
+    def start_offset(self) -> _duration_pb2.Duration:
+        """How far into the activity the effort began."""
+
+    @_builtins.property
+    def age_grade(self) -> Global___AgeGradeResult:
+        """Absent when there is no grade (the athlete's birth date or sex unknown or not graded,
+        an age outside 5 to 100, a distance below the mile).
+        """
+
     def __init__(
         self,
         *,
+        name: _builtins.str = ...,
+        distance: Global___BestEffortDistance.ValueType = ...,
         distance_meters: _builtins.float = ...,
+        period: Global___RecordPeriod.ValueType = ...,
+        year: _builtins.int = ...,
         time: _duration_pb2.Duration | None = ...,
         activity: _builtins.str = ...,
+        sport_type: _common_pb2.SportType.ValueType = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
+        start_offset: _duration_pb2.Duration | None = ...,
+        age_grade: Global___AgeGradeResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["age_grade", b"age_grade", "start_offset", b"start_offset", "start_time", b"start_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "distance_meters", b"distance_meters", "start_time", b"start_time", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "age_grade", b"age_grade", "distance", b"distance", "distance_meters", b"distance_meters", "name", b"name", "period", b"period", "sport_type", b"sport_type", "start_offset", b"start_offset", "start_time", b"start_time", "time", b"time", "year", b"year"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -290,24 +648,29 @@ Global___PersonalRecord: _TypeAlias = PersonalRecord  # noqa: Y015
 class GetFitnessTrendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    ATHLETE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
     START_DATE_FIELD_NUMBER: _builtins.int
     END_DATE_FIELD_NUMBER: _builtins.int
-    athlete: _builtins.str
+    name: _builtins.str
+    """`athletes/{athlete}/fitnessTrend`."""
     @_builtins.property
-    def start_date(self) -> _date_pb2.Date: ...
+    def start_date(self) -> _date_pb2.Date:
+        """First day, inclusive; 89 days before `end_date` when unset (90 points)."""
+
     @_builtins.property
-    def end_date(self) -> _date_pb2.Date: ...
+    def end_date(self) -> _date_pb2.Date:
+        """Last day, inclusive; today when unset."""
+
     def __init__(
         self,
         *,
-        athlete: _builtins.str = ...,
+        name: _builtins.str = ...,
         start_date: _date_pb2.Date | None = ...,
         end_date: _date_pb2.Date | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["athlete", b"athlete", "end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "name", b"name", "start_date", b"start_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -315,19 +678,44 @@ Global___GetFitnessTrendRequest: _TypeAlias = GetFitnessTrendRequest  # noqa: Y0
 
 @_typing.final
 class FitnessTrend(_message.Message):
+    """An athlete's daily training load and its moving averages (a singleton computed on
+    request). The averages run over the athlete's whole history, so the first point
+    includes the training before `start_date`.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
+    NAME_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     POINTS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`athletes/{athlete}/fitnessTrend`."""
+    time_zone: _builtins.str
+    """The IANA time zone the days are in (the athlete's)."""
     @_builtins.property
-    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___FitnessPoint]: ...
+    def start_date(self) -> _date_pb2.Date:
+        """The range, both inclusive."""
+
+    @_builtins.property
+    def end_date(self) -> _date_pb2.Date: ...
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___FitnessPoint]:
+        """One per day of the range, oldest first."""
+
     def __init__(
         self,
         *,
+        name: _builtins.str = ...,
+        start_date: _date_pb2.Date | None = ...,
+        end_date: _date_pb2.Date | None = ...,
+        time_zone: _builtins.str = ...,
         points: _abc.Iterable[Global___FitnessPoint] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "name", b"name", "points", b"points", "start_date", b"start_date", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -335,19 +723,29 @@ Global___FitnessTrend: _TypeAlias = FitnessTrend  # noqa: Y015
 
 @_typing.final
 class FitnessPoint(_message.Message):
+    """One day. Loads are in TRIMP units (see AnalyticsService)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATE_FIELD_NUMBER: _builtins.int
     TRAINING_LOAD_FIELD_NUMBER: _builtins.int
-    FITNESS_FIELD_NUMBER: _builtins.int
-    FATIGUE_FIELD_NUMBER: _builtins.int
-    FORM_FIELD_NUMBER: _builtins.int
+    CHRONIC_LOAD_FIELD_NUMBER: _builtins.int
+    ACUTE_LOAD_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    ESTIMATED_LOAD_COUNT_FIELD_NUMBER: _builtins.int
     training_load: _builtins.float
-    fitness: _builtins.float
-    """Chronic training load (42-day)."""
-    fatigue: _builtins.float
-    """Acute training load (7-day)."""
-    form: _builtins.float
+    """The day's total training load."""
+    chronic_load: _builtins.float
+    """Chronic training load: exponentially weighted average of daily load with a 42-day
+    time constant, chronic = previous + (training_load − previous) / 42, starting from 0
+    before the athlete's first activity.
+    """
+    acute_load: _builtins.float
+    """Acute training load: the same with a 7-day time constant."""
+    balance: _builtins.float
+    """chronic_load − acute_load, both at the end of this day."""
+    estimated_load_count: _builtins.int
+    """How many of the day's activities had their load estimated without heart rate."""
     @_builtins.property
     def date(self) -> _date_pb2.Date: ...
     def __init__(
@@ -355,13 +753,14 @@ class FitnessPoint(_message.Message):
         *,
         date: _date_pb2.Date | None = ...,
         training_load: _builtins.float = ...,
-        fitness: _builtins.float = ...,
-        fatigue: _builtins.float = ...,
-        form: _builtins.float = ...,
+        chronic_load: _builtins.float = ...,
+        acute_load: _builtins.float = ...,
+        balance: _builtins.float = ...,
+        estimated_load_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "fatigue", b"fatigue", "fitness", b"fitness", "form", b"form", "training_load", b"training_load"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acute_load", b"acute_load", "balance", b"balance", "chronic_load", b"chronic_load", "date", b"date", "estimated_load_count", b"estimated_load_count", "training_load", b"training_load"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

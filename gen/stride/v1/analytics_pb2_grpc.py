@@ -26,7 +26,22 @@ if _version_not_supported:
 
 
 class AnalyticsServiceStub:
-    """Derived figures: age grades, summaries, records, fitness.
+    """Derived figures: age grades, training summaries, personal records and the fitness trend.
+
+    Dates are calendar dates in the athlete's time zone (`Athlete.time_zone`, read when the
+    call is made): an activity belongs to the day on which its `start_time` falls there.
+    Date ranges are inclusive at both ends. A range longer than 3,660 days, or one that ends
+    before it starts, is INVALID_ARGUMENT.
+
+    Training load is Banister's TRIMP (training impulse), in TRIMP units: for each interval
+    between heart-rate samples, minutes × HRr × k × e^(b × HRr), where HRr = (HR − resting) /
+    (maximum − resting) clamped to [0, 1], with k = 0.64, b = 1.92 for men and k = 0.86,
+    b = 1.67 for women (the men's constants when sex is unset). Maximum and resting heart
+    rate are the athlete's (`Athlete.max_heart_rate_bpm`, `resting_heart_rate_bpm`); when
+    unset, 220 − age (190 without a birth date) and 60. An activity without heart-rate
+    samples uses its `average_heart_rate_bpm` over its moving time; one without any heart
+    rate is estimated at HRr = 0.5 over its moving time (elapsed time when no moving time
+    is known), and is counted as estimated where a result says so.
     """
 
     def __init__(self, channel):
@@ -38,7 +53,7 @@ class AnalyticsServiceStub:
         self.AgeGrade = channel.unary_unary(
                 '/stride.v1.AnalyticsService/AgeGrade',
                 request_serializer=stride_dot_v1_dot_analytics__pb2.AgeGradeRequest.SerializeToString,
-                response_deserializer=stride_dot_v1_dot_analytics__pb2.AgeGradeResponse.FromString,
+                response_deserializer=stride_dot_v1_dot_analytics__pb2.AgeGradeResult.FromString,
                 _registered_method=True)
         self.GetTrainingSummary = channel.unary_unary(
                 '/stride.v1.AnalyticsService/GetTrainingSummary',
@@ -58,32 +73,79 @@ class AnalyticsServiceStub:
 
 
 class AnalyticsServiceServicer:
-    """Derived figures: age grades, summaries, records, fitness.
+    """Derived figures: age grades, training summaries, personal records and the fitness trend.
+
+    Dates are calendar dates in the athlete's time zone (`Athlete.time_zone`, read when the
+    call is made): an activity belongs to the day on which its `start_time` falls there.
+    Date ranges are inclusive at both ends. A range longer than 3,660 days, or one that ends
+    before it starts, is INVALID_ARGUMENT.
+
+    Training load is Banister's TRIMP (training impulse), in TRIMP units: for each interval
+    between heart-rate samples, minutes × HRr × k × e^(b × HRr), where HRr = (HR − resting) /
+    (maximum − resting) clamped to [0, 1], with k = 0.64, b = 1.92 for men and k = 0.86,
+    b = 1.67 for women (the men's constants when sex is unset). Maximum and resting heart
+    rate are the athlete's (`Athlete.max_heart_rate_bpm`, `resting_heart_rate_bpm`); when
+    unset, 220 − age (190 without a birth date) and 60. An activity without heart-rate
+    samples uses its `average_heart_rate_bpm` over its moving time; one without any heart
+    rate is estimated at HRr = 0.5 over its moving time (elapsed time when no moving time
+    is known), and is counted as estimated where a result says so.
     """
 
     def AgeGrade(self, request, context):
-        """Age grades a road performance against the published 2025 standards.
+        """Age grades a road running performance by the 2025 road standards (USATF Masters
+        Long Distance Running committee, Alan Jones): the age factor for the age on the day
+        of the performance, sex and distance; the age-graded time (time × factor); and the
+        age-graded percentage (100 × open-class standard / age-graded time).
+
+        The performance is one of: an athlete's activity (its distance and elapsed time, its
+        date in its own time zone, the athlete's birth date and sex); an athlete plus a
+        performance; or an explicit age and sex plus a performance, which needs no athlete.
+        With an activity or an athlete the caller must be allowed to see that athlete
+        (PERMISSION_DENIED, reason NOT_YOUR_RESOURCE, before existence is checked: an athlete
+        token reaches only its own athlete); with an explicit age and sex any authenticated
+        caller may ask.
+
+        There is no grade outside the mile (1,609.344 m) to 200 km, for ages outside 5 to 100,
+        or for a sex other than male or female. Those cases fail with one of the reasons
+        DISTANCE_NOT_GRADED, AGE_NOT_GRADED, SEX_NOT_GRADED, or BIRTH_DATE_MISSING (the athlete
+        has no birth date), and the status says where the value came from (AIP-193):
+        INVALID_ARGUMENT, with a field violation, when it is in the request (the explicit age,
+        sex or performance; an athlete performance's distance); FAILED_PRECONDITION when it
+        comes from stored data (the athlete's birth date and sex, the activity's distance),
+        which changes only when that data does. A missing distance or time, or a time that is
+        not positive, is INVALID_ARGUMENT as any malformed request. An activity that is not
+        a run (SPORT_TYPE_RUN, SPORT_TYPE_TRAIL_RUN, SPORT_TYPE_VIRTUAL_RUN) is
+        FAILED_PRECONDITION, reason SPORT_NOT_GRADED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetTrainingSummary(self, request, context):
-        """Totals per week or month, bucketed in the athlete's time zone.
+        """Totals per ISO week (Monday to Sunday) or calendar month in the athlete's time zone,
+        over a date range widened to whole periods, with every period of the range present
+        (empty ones with zero totals), oldest first. NOT_FOUND when the athlete does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPersonalRecords(self, request, context):
-        """Best efforts over standard distances.
+        """The athlete's best efforts over the standard distances (400 m, 1 km, mile, 5 km,
+        10 km, 15 km, 10 miles, half marathon, 30 km, marathon) within any one activity:
+        all-time bests (at most one per distance) or the best of each calendar year. Each
+        names its activity and carries its age grade. Ordered by period (all-time, or
+        newest year first), then by distance, shortest first. Page tokens bind the filters:
+        a token used with other filters is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetFitnessTrend(self, request, context):
-        """Daily fitness, fatigue and form from training load.
+        """Daily training load, chronic load, acute load and their balance over a date range, one
+        point per day, oldest first (days without activities included, with zero load).
+        NOT_FOUND when the athlete does not exist.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,7 +157,7 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
             'AgeGrade': grpc.unary_unary_rpc_method_handler(
                     servicer.AgeGrade,
                     request_deserializer=stride_dot_v1_dot_analytics__pb2.AgeGradeRequest.FromString,
-                    response_serializer=stride_dot_v1_dot_analytics__pb2.AgeGradeResponse.SerializeToString,
+                    response_serializer=stride_dot_v1_dot_analytics__pb2.AgeGradeResult.SerializeToString,
             ),
             'GetTrainingSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrainingSummary,
@@ -121,7 +183,22 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AnalyticsService:
-    """Derived figures: age grades, summaries, records, fitness.
+    """Derived figures: age grades, training summaries, personal records and the fitness trend.
+
+    Dates are calendar dates in the athlete's time zone (`Athlete.time_zone`, read when the
+    call is made): an activity belongs to the day on which its `start_time` falls there.
+    Date ranges are inclusive at both ends. A range longer than 3,660 days, or one that ends
+    before it starts, is INVALID_ARGUMENT.
+
+    Training load is Banister's TRIMP (training impulse), in TRIMP units: for each interval
+    between heart-rate samples, minutes × HRr × k × e^(b × HRr), where HRr = (HR − resting) /
+    (maximum − resting) clamped to [0, 1], with k = 0.64, b = 1.92 for men and k = 0.86,
+    b = 1.67 for women (the men's constants when sex is unset). Maximum and resting heart
+    rate are the athlete's (`Athlete.max_heart_rate_bpm`, `resting_heart_rate_bpm`); when
+    unset, 220 − age (190 without a birth date) and 60. An activity without heart-rate
+    samples uses its `average_heart_rate_bpm` over its moving time; one without any heart
+    rate is estimated at HRr = 0.5 over its moving time (elapsed time when no moving time
+    is known), and is counted as estimated where a result says so.
     """
 
     @staticmethod
@@ -140,7 +217,7 @@ class AnalyticsService:
             target,
             '/stride.v1.AnalyticsService/AgeGrade',
             stride_dot_v1_dot_analytics__pb2.AgeGradeRequest.SerializeToString,
-            stride_dot_v1_dot_analytics__pb2.AgeGradeResponse.FromString,
+            stride_dot_v1_dot_analytics__pb2.AgeGradeResult.FromString,
             options,
             channel_credentials,
             insecure,
