@@ -25,6 +25,7 @@ from domain.activities import Source
 from domain.jobs import Job
 from domain.pagination import PageTokens
 from services.activities import ActivityService, ExternalActivities
+from services.analytics import AnalyticsService
 from services.athletes import AthleteService
 from services.dead_letters import DeadLetterService
 from services.jobs import JobService, JobStore
@@ -65,6 +66,10 @@ class Runtime:
     @cached_property
     def activities(self) -> ActivityService:
         return ActivityService(self.database, self.paging)
+
+    @cached_property
+    def analytics(self) -> AnalyticsService:
+        return AnalyticsService(self.database)
 
     @cached_property
     def tokens(self) -> AccessTokenService:

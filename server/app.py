@@ -55,6 +55,7 @@ from server.metrics import MetricsEndpoint
 from server.ratelimit import RateLimiter
 from server.servicers.activities import ActivityServicer
 from server.servicers.admin import AdminServicer
+from server.servicers.analytics import AnalyticsServicer
 from server.servicers.athletes import AthleteServicer
 from server.servicers.jobs import JobServicer
 from server.servicers.sync import SyncServicer
@@ -207,8 +208,11 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
         server,
     )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
-    analytics = analytics_pb2_grpc.AnalyticsServiceServicer()  # type: ignore[abstract]
-    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(analytics, server)
+    analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
+        # Summaries, records and the trend still answer UNIMPLEMENTED (the generated base).
+        AnalyticsServicer(runtime.analytics, runner),  # type: ignore[abstract]
+        server,
+    )
     job_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(runtime.jobs, runtime.job_bus, runner, settings.watch_heartbeat_seconds),
         server,

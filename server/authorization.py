@@ -27,6 +27,17 @@ _ATHLETE = re.compile(r"athletes/([^/]+)(?:/.*)?")
 EVERY_ATHLETE = "-"  # the AIP-159 wildcard: `athletes/-`
 
 
+def _age_grade_subject(request: Any) -> str | None:
+    """AgeGrade names an athlete only through an activity or an athlete performance; an
+    explicit age and sex concerns nobody (None: any authenticated caller)."""
+    subject = request.WhichOneof("subject")
+    if subject == "activity":
+        return str(request.activity)
+    if subject == "athlete_performance":
+        return str(request.athlete_performance.athlete)
+    return None
+
+
 def _field(path: str) -> Callable[[Any], str]:
     def read(request: Any) -> str:
         value = request
@@ -38,7 +49,7 @@ def _field(path: str) -> Callable[[Any], str]:
 
 
 # Method -> PUBLIC / ADMIN / AUTHENTICATED, or the request field naming the athlete.
-POLICY: dict[str, str | Callable[[Any], str]] = {
+POLICY: dict[str, str | Callable[[Any], str | None]] = {
     "/stride.v1.AthleteService/CreateAthlete": ADMIN,
     "/stride.v1.AthleteService/ListAthletes": ADMIN,
     "/stride.v1.AthleteService/GetAthlete": _field("name"),
@@ -55,10 +66,9 @@ POLICY: dict[str, str | Callable[[Any], str]] = {
     "/stride.v1.ActivityService/StreamActivitySamples": _field("name"),
     # Client streaming: checked on the first message, which carries the header.
     "/stride.v1.ActivityService/UploadActivityFile": _field("header.parent"),
-    # AgeGrade's subject is a oneof: an explicit age and sex needs no athlete, so any
-    # token may call it here; with `activity` or `athlete_performance.athlete` the
-    # servicer itself must authorize that athlete (NOT_YOUR_RESOURCE) before loading it.
-    "/stride.v1.AnalyticsService/AgeGrade": AUTHENTICATED,
+    # AgeGrade's subject is a oneof: the athlete of `activity` or `athlete_performance`;
+    # an explicit age and sex needs none (any token).
+    "/stride.v1.AnalyticsService/AgeGrade": _age_grade_subject,
     # `athletes/{athlete}/trainingSummary`, `athletes/{athlete}/fitnessTrend`
     "/stride.v1.AnalyticsService/GetTrainingSummary": _field("name"),
     "/stride.v1.AnalyticsService/ListPersonalRecords": _field("parent"),
@@ -103,7 +113,10 @@ def authorize(principal: Principal, method: str, request: Any = None) -> None:
     if rule == ADMIN:
         raise PermissionDenied(f"{method} needs the admin token", reason="ADMIN_ONLY")
     assert callable(rule)
-    match = _ATHLETE.fullmatch(rule(request)) if request is not None else None
+    named = rule(request) if request is not None else ""
+    if named is None:  # the request concerns no athlete (AgeGrade with an age and sex)
+        return
+    match = _ATHLETE.fullmatch(named)
     if match is not None and match.group(1) == EVERY_ATHLETE:
         raise PermissionDenied(
             "athletes/- (every athlete) needs the admin token", reason="ADMIN_ONLY"

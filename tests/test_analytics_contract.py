@@ -12,7 +12,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from stride.v1 import activity_pb2, analytics_pb2
 
 from domain.errors import PermissionDenied
-from server.authorization import AUTHENTICATED, POLICY, authorize
+from server.authorization import POLICY, authorize
 from server.principal import Principal
 
 SERVICE = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"]
@@ -146,6 +146,22 @@ def test_authorization_reads_the_athlete_from_the_new_names() -> None:
         with pytest.raises(PermissionDenied) as refused:
             authorize(athlete, path, other)
         assert refused.value.reason == "NOT_YOUR_RESOURCE", path
-    # The oneof is not expressible in the table: any token passes it, and the servicer
-    # authorizes `activity` / `athlete_performance.athlete` itself.
-    assert POLICY["/stride.v1.AnalyticsService/AgeGrade"] == AUTHENTICATED
+    # AgeGrade's oneof: the athlete of `activity` or `athlete_performance`; an explicit age
+    # and sex concerns nobody.
+    path = "/stride.v1.AnalyticsService/AgeGrade"
+    performance = analytics_pb2.Performance(distance_meters=5000)
+    authorize(athlete, path, analytics_pb2.AgeGradeRequest(activity="athletes/a1/activities/x"))
+    nobody = analytics_pb2.AgeSexPerformance(age=40, performance=performance)
+    authorize(athlete, path, analytics_pb2.AgeGradeRequest(age_sex_performance=nobody))
+    theirs = [
+        analytics_pb2.AgeGradeRequest(activity="athletes/a2/activities/x"),
+        analytics_pb2.AgeGradeRequest(
+            athlete_performance=analytics_pb2.AthletePerformance(
+                athlete="athletes/a2", performance=performance
+            )
+        ),
+    ]
+    for request in theirs:
+        with pytest.raises(PermissionDenied) as refused:
+            authorize(athlete, path, request)
+        assert refused.value.reason == "NOT_YOUR_RESOURCE"
