@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,7 +21,9 @@ from domain.activities import (
     validate_edit,
     validate_measurements,
 )
+from domain.athletes import AthleteProfile
 from domain.errors import Aborted, NotFound, StrideError, Violations
+from domain.training_load import HeartRatePoint, Load, activity_load, heart_rate_points
 from domain.validation import check_request_id
 from services.athletes import RESOURCE as ATHLETE_RESOURCE
 from services.paging import Paging
@@ -71,6 +74,7 @@ class ActivityService:
                     measurements,
                     source=Source.MANUAL,
                     request_id=request_id or None,
+                    load=training_load(athlete.profile, measurements, []),
                 )
         except IntegrityError:
             # A concurrent retry with the same request_id won the insert: return its result.
@@ -163,6 +167,16 @@ class SampleReader:
             return SampleRepository(session).chunk(self.activity_id, after, limit)
 
 
+def training_load(
+    profile: AthleteProfile, measurements: Measurements, samples: list[HeartRatePoint]
+) -> Load:
+    """An activity's load (domain.training_load) for the athlete's profile, on the day it
+    started in the athlete's time zone (the day the age-predicted maximum is taken on)."""
+    zone = ZoneInfo(profile.time_zone or "UTC")
+    day = measurements.start_time.astimezone(zone).date()
+    return activity_load(measurements, samples, profile, day)
+
+
 def _require(
     repo: ActivityRepository, athlete_id: str, activity_id: str, *, lock: bool = False
 ) -> Activity:
@@ -212,16 +226,20 @@ class ExternalActivities:
         samples: list[Sample] | None,
         job_id: str | None,
     ) -> tuple[Activity, bool, int]:
-        """Store the activity and (unless `samples` is None) replace its samples, in one unit
-        of work; (activity, created, samples written)."""
+        """Store the activity and (unless `samples` is None) replace its samples, and its
+        training load (from the samples given, else those stored), in one unit of work;
+        (activity, created, samples written)."""
         with self.db.transaction() as session:
+            # Held (FOR KEY SHARE) so the athlete is not deleted under the write; its
+            # profile weighs the training load.
+            athlete = AthleteRepository(session).get(athlete_id, share=True)
+            if athlete is None:
+                raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
             if not measurements.time_zone:  # the source did not say: the athlete's own
-                athlete = AthleteRepository(session).get(athlete_id, share=True)
-                if athlete is None:
-                    raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
                 zone = athlete.profile.time_zone
                 measurements = dataclasses.replace(measurements, time_zone=zone)
-            activity, created = ActivityRepository(session).upsert_external(
+            activities = ActivityRepository(session)
+            activity, created = activities.upsert_external(
                 athlete_id,
                 edit,
                 measurements,
@@ -231,8 +249,17 @@ class ExternalActivities:
                 source_job_id=job_id,
             )
             written = 0
+            sample_repo = SampleRepository(session)
+            start = measurements.start_time
             if samples is not None:
-                written = SampleRepository(session).replace(activity.id, samples)
+                written = sample_repo.replace(activity.id, samples)
+                points = heart_rate_points(samples, start)
+            elif activity.sample_count:
+                points = sample_repo.heart_rate_points(activity.id, start)
+            else:
+                points = []
+            load = training_load(athlete.profile, measurements, points)
+            activities.set_training_load(activity.id, load)
         return activity, created, written
 
     def delete(self, athlete_id: str, external_ids: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -110,6 +111,13 @@ class ActivityRow(Base):
     # The source's record (Strava JSON, file summary), kept to recompute derived fields.
     raw: Mapped[dict[str, Any] | None]
     sample_count: Mapped[int] = mapped_column(Integer, default=0)
+    # TRIMP units (domain.training_load), computed whenever the activity or its samples are
+    # written; NULL for activities stored before it was (until recomputed).
+    training_load: Mapped[float | None] = mapped_column(Float)
+    # The load was estimated without any heart rate.
+    training_load_estimated: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     # Incremented by every update; the etag (AIP-154) is derived from it.
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     create_time: Mapped[dt.datetime] = mapped_column(default=_now)
@@ -118,7 +126,22 @@ class ActivityRow(Base):
     __table_args__ = (
         UniqueConstraint("athlete_id", "source", "external_id"),
         UniqueConstraint("athlete_id", "request_id"),
-        Index(None, "athlete_id", "start_time", "id"),
+        # Keyset pages of ListActivities, and the range the training summary and the fitness
+        # trend aggregate: on PostgreSQL the summed columns are included (index-only scans).
+        Index(
+            None,
+            "athlete_id",
+            "start_time",
+            "id",
+            postgresql_include=[
+                "sport_type",
+                "distance_meters",
+                "moving_seconds",
+                "elevation_gain_meters",
+                "training_load",
+                "training_load_estimated",
+            ],
+        ),
         Index(None, "athlete_id", "sport_type", "start_time"),
         Index(None, "athlete_id", "source_job_id", "start_time", "id"),
     )

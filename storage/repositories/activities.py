@@ -21,6 +21,7 @@ from domain.activities import (
     Source,
     Visibility,
 )
+from domain.training_load import HeartRatePoint, Load
 from storage.models import ActivityRow, ActivitySampleRow
 from storage.repositories.keyset import after_position
 
@@ -73,6 +74,7 @@ class ActivityRepository:
         request_id: str | None = None,
         raw: dict[str, Any] | None = None,
         source_job_id: str | None = None,
+        load: Load | None = None,
     ) -> Activity:
         now = dt.datetime.now(dt.UTC)
         m = measurements
@@ -97,6 +99,8 @@ class ActivityRepository:
             raw=raw,
             source_job_id=source_job_id,
             sample_count=0,
+            training_load=None if load is None else load.value,
+            training_load_estimated=load is not None and load.estimated,
             revision=1,
             create_time=now,
             update_time=now,
@@ -146,6 +150,26 @@ class ActivityRepository:
         return dataclasses.replace(
             current, edit=edit, revision=current.revision + 1, update_time=now
         )
+
+    def set_training_load(self, activity_id: str, load: Load) -> None:
+        """Store a derived value: neither the revision nor the update time changes."""
+        self.session.execute(
+            update(ActivityRow)
+            .where(ActivityRow.id == activity_id)
+            .values(training_load=load.value, training_load_estimated=load.estimated)
+            .execution_options(synchronize_session=False)
+        )
+
+    def training_load(self, activity_id: str) -> Load | None:
+        """The stored load; None when not computed (or no such activity)."""
+        found = self.session.execute(
+            select(ActivityRow.training_load, ActivityRow.training_load_estimated).where(
+                ActivityRow.id == activity_id
+            )
+        ).first()
+        if found is None or found[0] is None:
+            return None
+        return Load(float(found[0]), bool(found[1]))
 
     def delete(self, athlete_id: str, activity_id: str, revision: int | None = None) -> bool:
         """With `revision`, only that revision is deleted."""
@@ -351,6 +375,19 @@ class SampleRepository:
                 copy.write_row(
                     (activity_id, s.time, *(getattr(s, column) for column in _SAMPLE_COLUMNS))
                 )
+
+    def heart_rate_points(self, activity_id: str, start_time: dt.datetime) -> list[HeartRatePoint]:
+        """Every sample as (seconds since `start_time`, heart rate), for the training load:
+        two narrow columns, time order."""
+        query = (
+            select(ActivitySampleRow.time, ActivitySampleRow.heart_rate_bpm)
+            .where(ActivitySampleRow.activity_id == activity_id)
+            .order_by(ActivitySampleRow.time)
+        )
+        return [
+            ((time - start_time).total_seconds(), heart_rate)
+            for time, heart_rate in self.session.execute(query)
+        ]
 
     def chunk(self, activity_id: str, after: dt.datetime | None, limit: int) -> list[Sample]:
         query = (
