@@ -14,3 +14,7 @@ SPORT_TYPES: frozenset[str] = frozenset(
         "VirtualRun", "Walk", "WeightTraining", "Wheelchair", "Windsurf", "Workout", "Yoga",
     ]
 )  # fmt: skip
+
+
+# Running sports: the ones road age grading and personal records (best efforts) apply to.
+RUNNING_SPORTS = frozenset({"Run", "TrailRun", "VirtualRun"})

@@ -30,6 +30,7 @@ from services.athletes import AthleteService
 from services.dead_letters import DeadLetterService
 from services.jobs import JobService, JobStore
 from services.paging import Paging
+from services.records import PersonalRecordService
 from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
@@ -70,6 +71,10 @@ class Runtime:
     @cached_property
     def analytics(self) -> AnalyticsService:
         return AnalyticsService(self.database)
+
+    @cached_property
+    def records(self) -> PersonalRecordService:
+        return PersonalRecordService(self.database, self.paging)
 
     @cached_property
     def tokens(self) -> AccessTokenService:

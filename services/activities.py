@@ -22,7 +22,9 @@ from domain.activities import (
     validate_measurements,
 )
 from domain.athletes import AthleteProfile
+from domain.best_efforts import best_efforts, offsets_from_samples
 from domain.errors import Aborted, NotFound, StrideError, Violations
+from domain.sports import RUNNING_SPORTS
 from domain.training_load import HeartRatePoint, Load, activity_load, heart_rate_points
 from domain.validation import check_request_id
 from services.athletes import RESOURCE as ATHLETE_RESOURCE
@@ -30,6 +32,7 @@ from services.paging import Paging
 from storage.database import Database, Reader
 from storage.repositories.activities import ActivityRepository, SampleRepository
 from storage.repositories.athletes import AthleteRepository
+from storage.repositories.records import BestEffortRepository
 
 RESOURCE = "stride.dev/Activity"
 
@@ -197,6 +200,29 @@ def _require_athlete(session: Session, athlete_id: str) -> None:
         raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
 
 
+def _keep_best_efforts(
+    session: Session,
+    activity: Activity,
+    measurements: Measurements,
+    sport_type: str,
+    samples: list[Sample] | None,
+) -> None:
+    """A run's best efforts follow its samples (personal records are read from them); an
+    edit that leaves the recording alone keeps them, unless the activity is no run now."""
+    repo = BestEffortRepository(session)
+    if sport_type not in RUNNING_SPORTS:
+        samples = []
+    elif samples is None:
+        if not activity.sample_count:
+            return
+        samples = SampleRepository(session).chunk(activity.id, None, activity.sample_count)
+    start = measurements.start_time
+    efforts = best_efforts(offsets_from_samples(start, samples)) if samples else {}
+    zone = ZoneInfo(measurements.time_zone or "UTC")
+    repo.replace(activity.id, activity.athlete_id, sport_type, start,
+                 start.astimezone(zone).year, efforts)  # fmt: skip
+
+
 class ExternalActivities:
     """Activities that mirror another system's (Strava; later file imports): written by
     jobs, keyed by (athlete, source, external id), so writing one twice stores it once."""
@@ -260,6 +286,7 @@ class ExternalActivities:
                 points = []
             load = training_load(athlete.profile, measurements, points)
             activities.set_training_load(activity.id, load)
+            _keep_best_efforts(session, activity, measurements, edit.sport_type, samples)
         return activity, created, written
 
     def delete(self, athlete_id: str, external_ids: list[str] | None = None) -> int:

@@ -166,6 +166,27 @@ class ActivitySampleRow(Base):
     speed_meters_per_second: Mapped[float | None] = mapped_column(Float)
 
 
+class BestEffortRow(Base):
+    """A run's fastest time over one standard distance (personal records are the fastest)."""
+
+    __tablename__ = "activity_best_efforts"
+
+    activity_id: Mapped[str] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), primary_key=True
+    )
+    distance: Mapped[str] = mapped_column(String(16), primary_key=True)
+    athlete_id: Mapped[str] = mapped_column(ForeignKey("athletes.id", ondelete="CASCADE"))
+    sport_type: Mapped[str] = mapped_column(String(40))
+    # The activity's start year in its own time zone (per-year records).
+    local_year: Mapped[int] = mapped_column(Integer)
+    # When the effort began.
+    start_time: Mapped[dt.datetime]
+    elapsed_seconds: Mapped[float] = mapped_column(Float)
+    start_offset_seconds: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index(None, "athlete_id", "distance", "elapsed_seconds"),)
+
+
 class JobRow(Base):
     __tablename__ = "jobs"
 
