@@ -56,6 +56,16 @@ def parse_athlete(name: str, field: str, violations: Violations | None = None) -
     return ""
 
 
+def parse_singleton(name: str, field: str, singleton: str) -> str:
+    """The athlete id in `athletes/{athlete}/{singleton}` (such as `trainingSummary`)."""
+    athlete, _, rest = name.rpartition("/")
+    match = _ATHLETE.fullmatch(athlete)
+    if match and rest == singleton:
+        return match.group(1)
+    _reject(name, field, f"athletes/{{athlete}}/{singleton}", None)
+    return ""
+
+
 def parse_activity(name: str, field: str, violations: Violations | None = None) -> tuple[str, str]:
     """(athlete id, activity id) in `athletes/{athlete}/activities/{activity}`."""
     match = _ACTIVITY.fullmatch(name)

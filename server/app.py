@@ -209,7 +209,7 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
     )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-        # Summaries, records and the trend still answer UNIMPLEMENTED (the generated base).
+        # ListPersonalRecords still answers UNIMPLEMENTED (the generated base).
         AnalyticsServicer(runtime.analytics, runner),  # type: ignore[abstract]
         server,
     )

@@ -1,5 +1,5 @@
 """AnalyticsService: protobuf <-> domain translation around services.analytics. Methods not
-implemented here still answer UNIMPLEMENTED (the generated base class)."""
+implemented here (ListPersonalRecords) still answer UNIMPLEMENTED (the generated base)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,19 @@ from stride.v1 import analytics_pb2, analytics_pb2_grpc
 from domain import names
 from domain.athletes import Sex
 from domain.errors import InvalidArgument, Violations
+from domain.periods import Period
 from server.blocking import BlockingRunner
+from server.convert.activities import SPORT_TO_PROTO, sport_type_from_proto
 from server.convert.athletes import SEX_FROM_PROTO, SEX_TO_PROTO
-from server.convert.common import date_to_domain, duration_to_timedelta
-from services.analytics import AnalyticsService, GradedPerformance, Performance
+from server.convert.common import date_to_domain, date_to_proto, duration_to_timedelta
+from services.analytics import (
+    AnalyticsService,
+    FitnessTrend,
+    GradedPerformance,
+    Performance,
+    Totals,
+    TrainingSummary,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 STANDARDS = "road-2025"
@@ -52,6 +61,80 @@ def _result(graded: GradedPerformance) -> analytics_pb2.AgeGradeResult:
         age_graded_percent=graded.grade.percentage,
         open_class_standard=_seconds(graded.open_standard_seconds),
         standards=STANDARDS,
+    )
+
+
+PERIOD_FROM_PROTO = {
+    analytics_pb2.SUMMARY_PERIOD_UNSPECIFIED: Period.WEEK,
+    analytics_pb2.SUMMARY_PERIOD_WEEK: Period.WEEK,
+    analytics_pb2.SUMMARY_PERIOD_MONTH: Period.MONTH,
+}
+PERIOD_TO_PROTO = {
+    Period.WEEK: analytics_pb2.SUMMARY_PERIOD_WEEK,
+    Period.MONTH: analytics_pb2.SUMMARY_PERIOD_MONTH,
+}
+SUMMARY = "trainingSummary"
+TREND = "fitnessTrend"
+
+
+def _totals(totals: Totals) -> analytics_pb2.TrainingTotals:
+    return analytics_pb2.TrainingTotals(
+        activity_count=totals.activity_count,
+        distance_meters=totals.distance_meters,
+        moving_time=_seconds(totals.moving_seconds),
+        elevation_gain_meters=totals.elevation_gain_meters,
+        training_load=totals.training_load,
+        estimated_load_count=totals.estimated_load_count,
+    )
+
+
+def _summary(athlete_id: str, summary: TrainingSummary) -> analytics_pb2.TrainingSummary:
+    periods = []
+    for period in summary.periods:
+        sports = sorted(
+            (SPORT_TO_PROTO.get(sport, 0), totals) for sport, totals in period.sports.items()
+        )
+        periods.append(
+            analytics_pb2.TrainingPeriod(
+                start_date=date_to_proto(period.start),
+                end_date=date_to_proto(period.end),
+                totals=_totals(period.totals),
+                sports=[
+                    analytics_pb2.SportTrainingTotals(
+                        sport_type=number,  # type: ignore[arg-type]
+                        totals=_totals(totals),
+                    )
+                    for number, totals in sports
+                ],
+            )
+        )
+    return analytics_pb2.TrainingSummary(
+        name=f"{names.athlete_name(athlete_id)}/{SUMMARY}",
+        period=PERIOD_TO_PROTO[summary.period],
+        start_date=date_to_proto(summary.start),
+        end_date=date_to_proto(summary.end),
+        time_zone=summary.time_zone,
+        periods=periods,
+    )
+
+
+def _trend(athlete_id: str, trend: FitnessTrend) -> analytics_pb2.FitnessTrend:
+    return analytics_pb2.FitnessTrend(
+        name=f"{names.athlete_name(athlete_id)}/{TREND}",
+        start_date=date_to_proto(trend.start),
+        end_date=date_to_proto(trend.end),
+        time_zone=trend.time_zone,
+        points=[
+            analytics_pb2.FitnessPoint(
+                date=date_to_proto(point.day),
+                training_load=point.training_load,
+                chronic_load=point.chronic_load,
+                acute_load=point.acute_load,
+                balance=point.balance,
+                estimated_load_count=point.estimated_load_count,
+            )
+            for point in trend.points
+        ],
     )
 
 
@@ -93,3 +176,43 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
                 "subject", "one of activity, athlete_performance, age_sex_performance is required"
             )
         return _result(graded)
+
+    async def GetTrainingSummary(
+        self, request: analytics_pb2.GetTrainingSummaryRequest, context: Context
+    ) -> analytics_pb2.TrainingSummary:
+        athlete_id = names.parse_singleton(request.name, "name", SUMMARY)
+        violations = Violations()
+        period = PERIOD_FROM_PROTO.get(request.period)
+        if period is None:
+            violations.add("period", "must be SUMMARY_PERIOD_WEEK or SUMMARY_PERIOD_MONTH")
+        start = date_to_domain(request.start_date, "start_date", violations)
+        end = date_to_domain(request.end_date, "end_date", violations)
+        sports = sorted(
+            {
+                sport_type_from_proto(value, f"sport_types[{i}]", violations)
+                for i, value in enumerate(request.sport_types)
+            }
+        )
+        violations.raise_if_any()
+        assert period is not None
+        summary = await self._run(
+            self._analytics.training_summary,
+            athlete_id,
+            period,
+            start,
+            end,
+            sports,
+            request.per_sport,
+        )
+        return _summary(athlete_id, summary)
+
+    async def GetFitnessTrend(
+        self, request: analytics_pb2.GetFitnessTrendRequest, context: Context
+    ) -> analytics_pb2.FitnessTrend:
+        athlete_id = names.parse_singleton(request.name, "name", TREND)
+        violations = Violations()
+        start = date_to_domain(request.start_date, "start_date", violations)
+        end = date_to_domain(request.end_date, "end_date", violations)
+        violations.raise_if_any()
+        trend = await self._run(self._analytics.fitness_trend, athlete_id, start, end)
+        return _trend(athlete_id, trend)
