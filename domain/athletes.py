@@ -80,3 +80,11 @@ def validate_profile(
         and profile.resting_heart_rate_bpm >= profile.max_heart_rate_bpm
     ):
         violations.add(f"{prefix}.resting_heart_rate_bpm", "must be below max_heart_rate_bpm")
+
+
+# Profile fields that derived values depend on (training load: heart rates, age, sex).
+DERIVED_INPUTS = ("birth_date", "sex", "max_heart_rate_bpm", "resting_heart_rate_bpm")
+
+
+def derived_inputs_changed(before: AthleteProfile, after: AthleteProfile) -> bool:
+    return any(getattr(before, f) != getattr(after, f) for f in DERIVED_INPUTS)

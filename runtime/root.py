@@ -22,9 +22,10 @@ from core.job_bus import InProcessBus, JobEventBus, RedisBus
 from core.settings import ENV_PREFIX, Settings, SettingsError
 from core.telemetry import instrument_engine
 from domain.activities import Source
-from domain.jobs import Job
+from domain.athletes import Athlete, derived_inputs_changed
+from domain.jobs import Job, JobKind, JobState
 from domain.pagination import PageTokens
-from services.activities import ActivityService, ExternalActivities
+from services.activities import ActivityService, DerivedValues, ExternalActivities
 from services.analytics import AnalyticsService
 from services.athletes import AthleteService
 from services.dead_letters import DeadLetterService
@@ -62,7 +63,12 @@ class Runtime:
     @cached_property
     def athletes(self) -> AthleteService:
         # An athlete's deletion takes their tokens with it: the token cache must forget them.
-        return AthleteService(self.database, self.paging, on_delete=self.tokens.revoked_all_of)
+        return AthleteService(
+            self.database,
+            self.paging,
+            on_delete=self.tokens.revoked_all_of,
+            on_profile_change=self.recompute_derived,
+        )
 
     @cached_property
     def activities(self) -> ActivityService:
@@ -71,6 +77,21 @@ class Runtime:
     @cached_property
     def analytics(self) -> AnalyticsService:
         return AnalyticsService(self.database)
+
+    @cached_property
+    def derived(self) -> DerivedValues:
+        return DerivedValues(self.database)
+
+    def recompute_derived(self, before: Athlete, after: Athlete) -> None:
+        """After a profile change that weighs in on derived values, a RECOMPUTE job (one
+        already queued will read the new profile when it runs)."""
+        if not derived_inputs_changed(before.profile, after.profile):
+            return
+        active = self.job_store.active(after.id, [JobKind.RECOMPUTE])
+        if active is not None and active.state == JobState.QUEUED:
+            return
+        job, _ = self.job_store.create(after.id, JobKind.RECOMPUTE, {"scheduled": True})
+        self.launch_job(job)
 
     @cached_property
     def records(self) -> PersonalRecordService:

@@ -295,3 +295,39 @@ class ExternalActivities:
             return ActivityRepository(session).delete_external(
                 athlete_id, self.source, external_ids
             )
+
+
+class DerivedValues:
+    """What is computed from an activity and the athlete's profile (training load, best
+    efforts), brought up to date for stored activities: after a profile change that weighs
+    in (birth date, sex, heart rates), or a change of the algorithms. A page at a time,
+    each its own unit of work, so a recompute job checkpoints between pages."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def recompute_page(
+        self, athlete_id: str, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> tuple[int, tuple[dt.datetime, str] | None]:
+        """Recompute up to `limit` activities after `after` (start time, id), oldest first;
+        (how many, where the next page starts; None when none were left)."""
+        with self.db.transaction() as session:
+            athlete = AthleteRepository(session).get(athlete_id, share=True)
+            if athlete is None:
+                raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
+            activities = ActivityRepository(session)
+            page = activities.list(athlete_id, ActivityFilter(), after, limit)
+            samples = SampleRepository(session)
+            for activity in page:
+                m = activity.measurements
+                points = (
+                    samples.heart_rate_points(activity.id, m.start_time)
+                    if (activity.sample_count)
+                    else []
+                )
+                activities.set_training_load(activity.id, training_load(athlete.profile, m, points))
+                _keep_best_efforts(session, activity, m, activity.edit.sport_type, None)
+        if not page:
+            return 0, None
+        last = page[-1]
+        return len(page), (last.measurements.start_time, last.id)

@@ -26,13 +26,19 @@ def _today() -> dt.date:
 
 class AthleteService:
     def __init__(
-        self, db: Database, paging: Paging, on_delete: Callable[[str], None] | None = None
+        self,
+        db: Database,
+        paging: Paging,
+        on_delete: Callable[[str], None] | None = None,
+        on_profile_change: Callable[[Athlete, Athlete], None] | None = None,
     ) -> None:
         """`on_delete(athlete_id)` runs after an athlete's deletion commits (their tokens
-        went with them: the token cache must forget them)."""
+        went with them: the token cache must forget them); `on_profile_change(before,
+        after)` after an update that changed the profile commits (derived values)."""
         self.db = db
         self.paging = paging
         self._on_delete = on_delete
+        self._on_profile_change = on_profile_change
 
     def create(
         self, profile: AthleteProfile, request_id: str, violations: Violations | None = None
@@ -84,7 +90,9 @@ class AthleteService:
             updated = repo.update(current, profile)
             if updated is None:  # only if the lock did not hold: never a lost update
                 raise _vanished_or_changed(repo.exists(athlete_id), name)
-            return updated
+        if self._on_profile_change is not None:
+            self._on_profile_change(current, updated)
+        return updated
 
     def delete(self, athlete_id: str, etag: str = "") -> None:
         """A non-empty `etag` that is not current raises Aborted (AIP-154)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks import recompute  # noqa: F401 (it registers its job runner)
 from tasks.declare import TaskRef
 from tasks.diagnostics import ping
 from tasks.jobs import prune_job_events, run_job, sweep_leases

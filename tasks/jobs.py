@@ -14,10 +14,11 @@ lease expires, and the runner resumes from the job's checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -130,8 +131,19 @@ def register(kind: JobKind, runner: Runner) -> None:
     _RUNNERS[kind] = runner
 
 
-def unregister(kind: JobKind) -> None:
-    _RUNNERS.pop(kind, None)
+@contextlib.contextmanager
+def runner_replaced(kind: JobKind, runner: Runner) -> Iterator[None]:
+    """Run `kind`'s jobs with `runner` for a while, then with the one registered before
+    (tests that need a runner of their own)."""
+    previous = _RUNNERS.get(kind)
+    _RUNNERS[kind] = runner
+    try:
+        yield
+    finally:
+        if previous is None:
+            _RUNNERS.pop(kind, None)
+        else:
+            _RUNNERS[kind] = previous
 
 
 class JobQueue(Protocol):
@@ -281,7 +293,7 @@ __all__ = [
     "prune_job_events",
     "register",
     "run_job",
+    "runner_replaced",
     "sweep_leases",
     "sweep_once",
-    "unregister",
 ]

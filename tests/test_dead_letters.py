@@ -28,7 +28,7 @@ from tasks.queue import PermanentFailure
 from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings, reason
 
 Stub = admin_pb2_grpc.AdminServiceStub
-KIND = JobKind.RECOMPUTE  # no runner of its own yet: the tests register one
+KIND = JobKind.RECOMPUTE  # its runner is replaced by the tests' own while they run
 
 # What the test task and runner do: fail until their key is in SUCCEED.
 SUCCEED: set[str] = set()
@@ -66,12 +66,13 @@ def server(database_url: str | None, tmp_path: Path) -> Iterator[ServerThread]:
     SUCCEED.clear()
     RAN.clear()
     PERIODIC_RUNS.clear()
-    job_tasks.register(KIND, _runner)
-    with ServerThread(make_settings(tmp_path / "data", database_url)) as running:
+    with (
+        job_tasks.runner_replaced(KIND, _runner),
+        ServerThread(make_settings(tmp_path / "data", database_url)) as running,
+    ):
         assert running.running is not None
         running.running.runtime.huey.install([flaky, periodic_broken])
         yield running
-    job_tasks.unregister(KIND)
 
 
 @pytest.fixture

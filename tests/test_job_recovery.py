@@ -19,7 +19,7 @@ from tasks import jobs as job_tasks
 from tasks.jobs import JobRun, prune_job_events, sweep_leases, sweep_once
 from tests.support import ServerThread, make_settings
 
-KIND = JobKind.RECOMPUTE  # no runner of its own yet: the tests register one
+KIND = JobKind.RECOMPUTE  # its runner is replaced by the tests' own while they run
 
 
 @pytest.fixture
@@ -40,9 +40,8 @@ def runs() -> Iterator[list[str]]:
             ran.append(run.job.id)
         return {"created": 1}
 
-    job_tasks.register(KIND, runner)
-    yield ran
-    job_tasks.unregister(KIND)
+    with job_tasks.runner_replaced(KIND, runner):
+        yield ran
 
 
 def _wait(condition: Callable[[], bool], timeout: float = 15.0) -> None:
