@@ -209,9 +209,7 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
     )
     # Not built yet: the generated base classes raise NotImplementedError -> UNIMPLEMENTED.
     analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(
-        # ListPersonalRecords still answers UNIMPLEMENTED (the generated base).
-        AnalyticsServicer(runtime.analytics, runner),  # type: ignore[abstract]
-        server,
+        AnalyticsServicer(runtime.analytics, runtime.records, runner), server
     )
     job_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(runtime.jobs, runtime.job_bus, runner, settings.watch_heartbeat_seconds),

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from domain import agegrade, names
-from domain.agegrade import AgeGrade
 from domain.athletes import Athlete
 from domain.best_efforts import Distance
 from domain.errors import NotFound, Violations
+from services.analytics import GradedPerformance
 from services.athletes import RESOURCE as ATHLETE_RESOURCE
 from services.paging import Paging
 from storage.database import Database
@@ -26,9 +26,8 @@ class PersonalRecord:
     best: StoredBest
     # The calendar year, for per-year records; None for all-time ones.
     year: int | None
-    age: int | None
-    grade: AgeGrade | None
-    open_standard_seconds: float | None
+    # None when there is no grade (birth date or sex unknown, age or distance not graded).
+    graded: GradedPerformance | None
 
     @property
     def record_id(self) -> str:
@@ -98,16 +97,21 @@ def _key(best: StoredBest, per_year: bool) -> tuple[int, int]:
 
 
 def _record(athlete: Athlete, best: StoredBest, per_year: bool) -> PersonalRecord:
+    year = best.local_year if per_year else None
     profile = athlete.profile
-    age = grade = standard = None
-    if profile.birth_date is not None:
-        day = best.start_time.astimezone(ZoneInfo(profile.time_zone or "UTC")).date()
-        if day >= profile.birth_date:
-            age = agegrade.age_on(profile.birth_date, day)
-            meters = best.distance.meters
-            grade = agegrade.age_grade(profile.sex, age, meters, best.elapsed_seconds)
-            standard = agegrade.open_standard_seconds(profile.sex, meters)
-    return PersonalRecord(best, best.local_year if per_year else None, age, grade, standard)
+    if profile.birth_date is None:
+        return PersonalRecord(best, year, None)
+    day = best.start_time.astimezone(ZoneInfo(profile.time_zone or "UTC")).date()
+    if day < profile.birth_date:
+        return PersonalRecord(best, year, None)
+    age = agegrade.age_on(profile.birth_date, day)
+    meters, seconds = best.distance.meters, best.elapsed_seconds
+    grade = agegrade.age_grade(profile.sex, age, meters, seconds)
+    standard = agegrade.open_standard_seconds(profile.sex, meters)
+    if grade is None or standard is None:
+        return PersonalRecord(best, year, None)
+    graded = GradedPerformance(age, profile.sex, meters, seconds, grade, standard)
+    return PersonalRecord(best, year, graded)
 
 
 __all__ = ["PersonalRecord", "PersonalRecordService"]

@@ -8,7 +8,9 @@ import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from stride.v1 import analytics_pb2, analytics_pb2_grpc, athlete_pb2, athlete_pb2_grpc
 
 from domain.activities import ActivityEdit, Measurements, Sample
 from domain.athletes import AthleteProfile, Sex
@@ -17,14 +19,19 @@ from domain.errors import InvalidArgument
 from runtime import Runtime
 from services.records import PersonalRecord
 from storage.repositories.athletes import AthleteRepository
-from tests.support import ServerThread, make_settings
+from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings
 
 
 @pytest.fixture
-def runtime(database_url: str | None, tmp_path: Path) -> Iterator[Runtime]:
-    with ServerThread(make_settings(tmp_path / "data", database_url)) as server:
-        assert server.running is not None
-        yield server.running.runtime
+def server(database_url: str | None, tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(make_settings(tmp_path / "data", database_url)) as running:
+        yield running
+
+
+@pytest.fixture
+def runtime(server: ServerThread) -> Runtime:
+    assert server.running is not None
+    return server.running.runtime
 
 
 @pytest.fixture
@@ -86,11 +93,11 @@ def test_the_fastest_effort_per_distance_is_the_record_with_its_age_grade(
     assert five.best.activity_id == fast
     assert five.best.elapsed_seconds == pytest.approx(1250.0, abs=1e-6)  # 5000 / 4
     assert five.record_id == "5k-all"
-    assert five.age == 50  # on 1 May 2025
-    assert five.grade is not None
-    assert str(five.grade.factor) == "0.8775"  # published: M, 50, 5K
+    assert five.graded is not None
+    assert five.graded.age == 50  # on 1 May 2025
+    assert str(five.graded.grade.factor) == "0.8775"  # published: M, 50, 5K
     assert records[Distance.TEN_K].best.activity_id == slow  # only the slow one is that long
-    assert records[Distance.FOUR_HUNDRED_M].grade is None  # below the mile: no grade
+    assert records[Distance.FOUR_HUNDRED_M].graded is None  # below the mile: no grade
 
     per_year = _records(runtime, athlete_id, per_year=True)
     keys = [(r.year, r.best.distance) for r in per_year]
@@ -138,3 +145,60 @@ def test_best_efforts_follow_the_samples_and_the_sport(runtime: Runtime, athlete
     # A run again: the stored samples give its efforts back.
     _run(runtime, athlete_id, "1", start, 4.0, 5_200, samples=False)
     assert len(_records(runtime, athlete_id)) == 4
+
+
+def test_list_personal_records_through_the_api(
+    server: ServerThread, runtime: Runtime, athlete_id: str
+) -> None:
+    _run(runtime, athlete_id, "1", dt.datetime(2025, 5, 1, 6, tzinfo=dt.UTC), 4.0, 5_200)
+    parent = f"athletes/{athlete_id}"
+    with channel_as(server.address, ADMIN_TOKEN) as channel:
+        stub = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+        first = stub.ListPersonalRecords(
+            analytics_pb2.ListPersonalRecordsRequest(parent=parent, page_size=3)
+        )
+        names = [r.name for r in first.personal_records]
+        assert names == [
+            f"{parent}/personalRecords/{slug}" for slug in ("400m-all", "1k-all", "mile-all")
+        ]
+        assert not first.personal_records[0].HasField("age_grade")  # 400 m: no grade
+        rest = stub.ListPersonalRecords(
+            analytics_pb2.ListPersonalRecordsRequest(parent=parent, page_size=3,
+                                                     page_token=first.next_page_token)
+        )  # fmt: skip
+        (five,) = rest.personal_records
+        assert five.distance == analytics_pb2.BEST_EFFORT_DISTANCE_5_KM
+        assert five.time.seconds == 1250
+        assert five.age_grade.age_factor == pytest.approx(0.8775)
+        assert five.activity.startswith(f"{parent}/activities/")
+        assert rest.next_page_token == ""
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListPersonalRecords(analytics_pb2.ListPersonalRecordsRequest(
+                parent=parent, period=analytics_pb2.RECORD_PERIOD_YEAR,
+                page_token=first.next_page_token))  # fmt: skip
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        yearly = stub.ListPersonalRecords(analytics_pb2.ListPersonalRecordsRequest(
+            parent=parent, period=analytics_pb2.RECORD_PERIOD_YEAR, year=2025,
+            distances=[analytics_pb2.BEST_EFFORT_DISTANCE_5_KM]))  # fmt: skip
+        assert [(r.year, r.name.rsplit("/", 1)[1]) for r in yearly.personal_records] == [
+            (2025, "5k-2025")
+        ]
+        token = (
+            athlete_pb2_grpc.AthleteServiceStub(channel)
+            .CreateAccessToken(
+                athlete_pb2.CreateAccessTokenRequest(
+                    parent=parent, access_token=athlete_pb2.AccessToken()
+                )
+            )
+            .token
+        )
+    with channel_as(server.address, token) as own:
+        stub = analytics_pb2_grpc.AnalyticsServiceStub(own)
+        assert stub.ListPersonalRecords(
+            analytics_pb2.ListPersonalRecordsRequest(parent=parent)
+        ).personal_records
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListPersonalRecords(
+                analytics_pb2.ListPersonalRecordsRequest(parent="athletes/someone-else")
+            )
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -11,12 +11,18 @@ from stride.v1 import analytics_pb2, analytics_pb2_grpc
 
 from domain import names
 from domain.athletes import Sex
+from domain.best_efforts import Distance
 from domain.errors import InvalidArgument, Violations
 from domain.periods import Period
 from server.blocking import BlockingRunner
 from server.convert.activities import SPORT_TO_PROTO, sport_type_from_proto
 from server.convert.athletes import SEX_FROM_PROTO, SEX_TO_PROTO
-from server.convert.common import date_to_domain, date_to_proto, duration_to_timedelta
+from server.convert.common import (
+    date_to_domain,
+    date_to_proto,
+    datetime_to_timestamp,
+    duration_to_timedelta,
+)
 from services.analytics import (
     AnalyticsService,
     FitnessTrend,
@@ -25,6 +31,7 @@ from services.analytics import (
     Totals,
     TrainingSummary,
 )
+from services.records import PersonalRecord, PersonalRecordService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 STANDARDS = "road-2025"
@@ -138,10 +145,79 @@ def _trend(athlete_id: str, trend: FitnessTrend) -> analytics_pb2.FitnessTrend:
     )
 
 
+# BestEffortDistance values in the order of domain.best_efforts.Distance (both shortest first).
+DISTANCE_TO_PROTO: dict[Distance, analytics_pb2.BestEffortDistance.ValueType] = {
+    distance: value
+    for distance, value in zip(Distance, analytics_pb2.BestEffortDistance.values()[1:], strict=True)
+}
+DISTANCE_FROM_PROTO = {value: key for key, value in DISTANCE_TO_PROTO.items()}
+
+
+def _record(athlete_id: str, record: PersonalRecord) -> analytics_pb2.PersonalRecord:
+    best = record.best
+    proto = analytics_pb2.PersonalRecord(
+        name=f"{names.athlete_name(athlete_id)}/personalRecords/{record.record_id}",
+        distance=DISTANCE_TO_PROTO[best.distance],
+        distance_meters=best.distance.meters,
+        period=analytics_pb2.RECORD_PERIOD_ALL_TIME
+        if record.year is None
+        else analytics_pb2.RECORD_PERIOD_YEAR,
+        year=record.year or 0,
+        time=_seconds(best.elapsed_seconds),
+        activity=names.activity_name(athlete_id, best.activity_id),
+        sport_type=SPORT_TO_PROTO[best.sport_type],  # type: ignore[arg-type]
+        start_time=datetime_to_timestamp(best.start_time),
+        start_offset=_seconds(best.start_offset_seconds),
+    )
+    if record.graded is not None:
+        proto.age_grade.CopyFrom(_result(record.graded))
+    return proto
+
+
 class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
-    def __init__(self, analytics: AnalyticsService, run: BlockingRunner) -> None:
+    def __init__(
+        self, analytics: AnalyticsService, records: PersonalRecordService, run: BlockingRunner
+    ) -> None:
         self._analytics = analytics
+        self._records = records
         self._run = run
+
+    async def ListPersonalRecords(
+        self, request: analytics_pb2.ListPersonalRecordsRequest, context: Context
+    ) -> analytics_pb2.ListPersonalRecordsResponse:
+        violations = Violations()
+        athlete_id = names.parse_athlete(request.parent, "parent", violations)
+        if request.period not in (
+            analytics_pb2.RECORD_PERIOD_UNSPECIFIED,
+            analytics_pb2.RECORD_PERIOD_ALL_TIME,
+            analytics_pb2.RECORD_PERIOD_YEAR,
+        ):
+            violations.add("period", "must be a RecordPeriod")
+        distances = []
+        for i, value in enumerate(request.distances):
+            if value not in DISTANCE_FROM_PROTO:
+                violations.add(f"distances[{i}]", "must be a BestEffortDistance")
+            else:
+                distances.append(DISTANCE_FROM_PROTO[value])
+        sports = [
+            sport_type_from_proto(value, f"sport_types[{i}]", violations)
+            for i, value in enumerate(request.sport_types)
+        ]
+        violations.raise_if_any()
+        records, token = await self._run(
+            self._records.list_page,
+            athlete_id,
+            per_year=request.period == analytics_pb2.RECORD_PERIOD_YEAR,
+            year=request.year if request.HasField("year") else None,
+            distances=distances,
+            sport_types=sports,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return analytics_pb2.ListPersonalRecordsResponse(
+            personal_records=[_record(athlete_id, record) for record in records],
+            next_page_token=token,
+        )
 
     async def AgeGrade(
         self, request: analytics_pb2.AgeGradeRequest, context: Context
