@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from domain import etags
+from domain.agegrade import GradedPerformance, grade_for
+from domain.athletes import AthleteProfile
 from domain.errors import Violations
-from domain.sports import SPORT_TYPES
+from domain.sports import RUNNING_SPORTS, SPORT_TYPES
 from domain.validation import check_number, check_text, check_time_zone
 
 EARLIEST_START = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -69,10 +73,23 @@ class Activity:
     revision: int = 1
     # The job (sync, import) that created it; None for manual entries.
     source_job_id: str | None = None
+    # Derived when read (with_age_grade): runs only, None without a grade.
+    age_grade: GradedPerformance | None = None
 
     @property
     def etag(self) -> str:
         return etags.etag(self.revision)
+
+
+def with_age_grade(activity: Activity, profile: AthleteProfile) -> Activity:
+    """The activity with its road age grade for the athlete's profile (runs only): its
+    distance and elapsed time, on the day it started in its time zone."""
+    if activity.edit.sport_type not in RUNNING_SPORTS:
+        return activity
+    m = activity.measurements
+    day = m.start_time.astimezone(ZoneInfo(m.time_zone or profile.time_zone or "UTC")).date()
+    graded = grade_for(profile, day, m.distance_meters, m.elapsed.total_seconds())
+    return dataclasses.replace(activity, age_grade=graded)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
-from domain.athletes import Sex
+from domain.athletes import AthleteProfile, Sex
 
 MIN_AGE = 5
 MAX_AGE = 100
@@ -313,3 +313,31 @@ def _same_distance(a: float, b: float) -> bool:
 
 def _distance_in_range(distance_m: float) -> bool:
     return MIN_DISTANCE_M - _SAME_DISTANCE_M <= distance_m <= MAX_DISTANCE_M + _SAME_DISTANCE_M
+
+
+@dataclass(frozen=True)
+class GradedPerformance:
+    """A performance with its grade and what it was graded on."""
+
+    age: int
+    sex: Sex
+    distance_meters: float
+    time_seconds: float
+    grade: AgeGrade
+    open_standard_seconds: float
+
+
+def grade_for(
+    profile: AthleteProfile, day: dt.date, distance_m: float, time_seconds: float
+) -> GradedPerformance | None:
+    """The grade of a stored athlete's performance on `day` (a date in their time zone);
+    None when there is none (no birth date, a day before it, or what why_no_grade says)."""
+    birth = profile.birth_date
+    if birth is None or day < birth:
+        return None
+    age = age_on(birth, day)
+    grade = age_grade(profile.sex, age, distance_m, time_seconds)
+    standard = open_standard_seconds(profile.sex, distance_m)
+    if grade is None or standard is None:
+        return None
+    return GradedPerformance(age, profile.sex, distance_m, time_seconds, grade, standard)

@@ -20,8 +20,9 @@ from domain.activities import (
     Source,
     validate_edit,
     validate_measurements,
+    with_age_grade,
 )
-from domain.athletes import AthleteProfile
+from domain.athletes import Athlete, AthleteProfile
 from domain.best_efforts import best_efforts, offsets_from_samples
 from domain.errors import Aborted, NotFound, StrideError, Violations
 from domain.sports import RUNNING_SPORTS
@@ -66,12 +67,12 @@ class ActivityService:
                     raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
                 repo = ActivityRepository(session)
                 if request_id and (found := repo.get_by_request_id(athlete_id, request_id)):
-                    return found
+                    return with_age_grade(found, athlete.profile)
                 if not measurements.time_zone:
                     measurements = dataclasses.replace(
                         measurements, time_zone=athlete.profile.time_zone
                     )
-                return repo.add(
+                added = repo.add(
                     athlete_id,
                     edit,
                     measurements,
@@ -79,6 +80,7 @@ class ActivityService:
                     request_id=request_id or None,
                     load=training_load(athlete.profile, measurements, []),
                 )
+                return with_age_grade(added, athlete.profile)
         except IntegrityError:
             # A concurrent retry with the same request_id won the insert: return its result.
             # Anything else (the athlete deleted meanwhile) answers ABORTED (server/errors.py).
@@ -86,13 +88,14 @@ class ActivityService:
                 raise
             with self.db.read_primary() as session:
                 found = ActivityRepository(session).get_by_request_id(athlete_id, request_id)
-            if found is None:
-                raise
-            return found
+                if found is None:
+                    raise
+                return with_age_grade(found, _athlete(session, athlete_id).profile)
 
     def get(self, athlete_id: str, activity_id: str) -> Activity:
         with self.db.read_primary() as session:
-            return _require(ActivityRepository(session), athlete_id, activity_id)
+            activity = _require(ActivityRepository(session), athlete_id, activity_id)
+            return with_age_grade(activity, _athlete(session, athlete_id).profile)
 
     def update(
         self, athlete_id: str, activity_id: str, changes: dict[str, Any], etag: str = ""
@@ -110,12 +113,13 @@ class ActivityService:
             violations = Violations()
             validate_edit(edit, violations, "activity")
             violations.raise_if_any()
+            profile = _athlete(session, athlete_id).profile
             if edit == current.edit:
-                return current
+                return with_age_grade(current, profile)
             updated = repo.update_edit(current, edit)
             if updated is None:  # only if the lock did not hold: never a lost update
                 raise _vanished_or_changed(repo.get(athlete_id, activity_id) is not None, name)
-            return updated
+            return with_age_grade(updated, profile)
 
     def delete(self, athlete_id: str, activity_id: str, etag: str = "") -> None:
         """A non-empty `etag` that is not current raises Aborted (AIP-154)."""
@@ -142,12 +146,12 @@ class ActivityService:
         query = f"activities|{athlete_id}|{where!r}"
         after = self.paging.time_key(page_token, query)
         with self.db.read_only() as session:
-            _require_athlete(session, athlete_id)
+            profile = _athlete(session, athlete_id).profile
             rows = ActivityRepository(session).list(athlete_id, where, after, size + 1)
         token = self.paging.next_token(
             query, rows, size, lambda a: (a.measurements.start_time, a.id)
         )
-        return rows[:size], token
+        return [with_age_grade(a, profile) for a in rows[:size]], token
 
     def open_samples(self, athlete_id: str, activity_id: str) -> SampleReader:
         """A reader of the activity's samples, pinned to one replica (or the primary) for the
@@ -195,9 +199,11 @@ def _vanished_or_changed(exists: bool, name: str) -> StrideError:
     return Aborted(f"{name} was changed concurrently; retry", reason="CONCURRENT_MODIFICATION")
 
 
-def _require_athlete(session: Session, athlete_id: str) -> None:
-    if not AthleteRepository(session).exists(athlete_id):
+def _athlete(session: Session, athlete_id: str) -> Athlete:
+    athlete = AthleteRepository(session).get(athlete_id)
+    if athlete is None:
         raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
+    return athlete
 
 
 def _keep_best_efforts(

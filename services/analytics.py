@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from domain import agegrade, names
-from domain.agegrade import AgeGrade, NoGradeReason
+from domain.agegrade import GradedPerformance, NoGradeReason
 from domain.athletes import Athlete, Sex
 from domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from domain.periods import (
@@ -41,16 +41,6 @@ NOT_GRADED = {
     NoGradeReason.AGE_OUT_OF_RANGE: "AGE_NOT_GRADED",
     NoGradeReason.DISTANCE_OUT_OF_RANGE: "DISTANCE_NOT_GRADED",
 }
-
-
-@dataclass(frozen=True)
-class GradedPerformance:
-    age: int
-    sex: Sex
-    distance_meters: float
-    time_seconds: float
-    grade: AgeGrade
-    open_standard_seconds: float
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from domain import agegrade, names
+from domain.agegrade import GradedPerformance
 from domain.athletes import Athlete
 from domain.best_efforts import Distance
 from domain.errors import NotFound, Violations
-from services.analytics import GradedPerformance
 from services.athletes import RESOURCE as ATHLETE_RESOURCE
 from services.paging import Paging
 from storage.database import Database
@@ -97,21 +97,10 @@ def _key(best: StoredBest, per_year: bool) -> tuple[int, int]:
 
 
 def _record(athlete: Athlete, best: StoredBest, per_year: bool) -> PersonalRecord:
-    year = best.local_year if per_year else None
     profile = athlete.profile
-    if profile.birth_date is None:
-        return PersonalRecord(best, year, None)
     day = best.start_time.astimezone(ZoneInfo(profile.time_zone or "UTC")).date()
-    if day < profile.birth_date:
-        return PersonalRecord(best, year, None)
-    age = agegrade.age_on(profile.birth_date, day)
-    meters, seconds = best.distance.meters, best.elapsed_seconds
-    grade = agegrade.age_grade(profile.sex, age, meters, seconds)
-    standard = agegrade.open_standard_seconds(profile.sex, meters)
-    if grade is None or standard is None:
-        return PersonalRecord(best, year, None)
-    graded = GradedPerformance(age, profile.sex, meters, seconds, grade, standard)
-    return PersonalRecord(best, year, graded)
+    graded = agegrade.grade_for(profile, day, best.distance.meters, best.elapsed_seconds)
+    return PersonalRecord(best, best.local_year if per_year else None, graded)
 
 
 __all__ = ["PersonalRecord", "PersonalRecordService"]

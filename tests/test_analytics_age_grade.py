@@ -7,7 +7,7 @@ import datetime as dt
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from google.type import date_pb2
 from stride.v1 import (
@@ -197,3 +197,34 @@ def test_an_athlete_token_grades_only_its_own_athlete_but_anyone_may_grade_an_ag
             assert reason(error) == "NOT_YOUR_RESOURCE"
         own_grade = stub.AgeGrade(_of(mine))
         assert own_grade.sex == common_pb2.SEX_MALE
+
+
+def test_runs_carry_their_age_grade_and_it_follows_the_profile(
+    server: ServerThread, channel: grpc.Channel
+) -> None:
+    athlete = _athlete(channel, None, common_pb2.SEX_MALE)
+    start = dt.datetime(2025, 6, 14, 23, 30, tzinfo=dt.UTC)
+    run = _activity(channel, athlete, common_pb2.SPORT_TYPE_RUN, start)
+    ride = _activity(channel, athlete, common_pb2.SPORT_TYPE_RIDE, start)
+    activities = activity_pb2_grpc.ActivityServiceStub(channel)
+
+    def graded(name: str) -> bool:
+        return activities.GetActivity(activity_pb2.GetActivityRequest(name=name)).HasField(
+            "age_grade"
+        )
+
+    assert not graded(run)  # no birth date yet
+    athlete_pb2_grpc.AthleteServiceStub(channel).UpdateAthlete(
+        athlete_pb2.UpdateAthleteRequest(
+            athlete=athlete_pb2.Athlete(
+                name=athlete, birth_date=date_pb2.Date(year=1975, month=6, day=15)
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["birth_date"]),
+        )
+    )
+    fetched = activities.GetActivity(activity_pb2.GetActivityRequest(name=run))
+    assert fetched.age_grade.age == 50  # 15 June in Oslo
+    assert fetched.age_grade.age_factor == pytest.approx(0.8886, abs=1e-12)
+    assert not graded(ride)
+    listed = activities.ListActivities(activity_pb2.ListActivitiesRequest(parent=athlete))
+    assert {a.name: a.HasField("age_grade") for a in listed.activities} == {run: True, ride: False}

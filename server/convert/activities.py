@@ -22,6 +22,7 @@ from domain.activities import (
 )
 from domain.errors import Violations
 from domain.sports import SPORT_TYPES
+from server.convert.agegrade import age_grade_to_proto
 from server.convert.common import (
     datetime_to_timestamp,
     duration_to_timedelta,
@@ -176,6 +177,7 @@ def activity_to_proto(activity: Activity) -> activity_pb2.Activity:
             if activity.source_job_id
             else ""
         ),
+        age_grade=None if activity.age_grade is None else age_grade_to_proto(activity.age_grade),
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
 from stride.v1 import analytics_pb2, analytics_pb2_grpc
 
 from domain import names
@@ -16,7 +15,8 @@ from domain.errors import InvalidArgument, Violations
 from domain.periods import Period
 from server.blocking import BlockingRunner
 from server.convert.activities import SPORT_TO_PROTO, sport_type_from_proto
-from server.convert.athletes import SEX_FROM_PROTO, SEX_TO_PROTO
+from server.convert.agegrade import age_grade_to_proto, seconds_to_duration
+from server.convert.athletes import SEX_FROM_PROTO
 from server.convert.common import (
     date_to_domain,
     date_to_proto,
@@ -26,7 +26,6 @@ from server.convert.common import (
 from services.analytics import (
     AnalyticsService,
     FitnessTrend,
-    GradedPerformance,
     Performance,
     Totals,
     TrainingSummary,
@@ -34,7 +33,6 @@ from services.analytics import (
 from services.records import PersonalRecord, PersonalRecordService
 
 Context = grpc.aio.ServicerContext[Any, Any]
-STANDARDS = "road-2025"
 
 
 def _performance(
@@ -49,26 +47,6 @@ def _performance(
     elif (time := duration_to_timedelta(message.time, time_field, violations)) is not None:
         seconds = time.total_seconds()
     return Performance(message.distance_meters, seconds, distance_field, time_field)
-
-
-def _seconds(value: float) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    duration.FromNanoseconds(round(value * 1e9))
-    return duration
-
-
-def _result(graded: GradedPerformance) -> analytics_pb2.AgeGradeResult:
-    return analytics_pb2.AgeGradeResult(
-        age=graded.age,
-        sex=SEX_TO_PROTO[graded.sex],
-        distance_meters=graded.distance_meters,
-        time=_seconds(graded.time_seconds),
-        age_factor=float(graded.grade.factor),
-        age_graded_time=_seconds(graded.grade.graded_time_seconds),
-        age_graded_percent=graded.grade.percentage,
-        open_class_standard=_seconds(graded.open_standard_seconds),
-        standards=STANDARDS,
-    )
 
 
 PERIOD_FROM_PROTO = {
@@ -88,7 +66,7 @@ def _totals(totals: Totals) -> analytics_pb2.TrainingTotals:
     return analytics_pb2.TrainingTotals(
         activity_count=totals.activity_count,
         distance_meters=totals.distance_meters,
-        moving_time=_seconds(totals.moving_seconds),
+        moving_time=seconds_to_duration(totals.moving_seconds),
         elevation_gain_meters=totals.elevation_gain_meters,
         training_load=totals.training_load,
         estimated_load_count=totals.estimated_load_count,
@@ -163,14 +141,14 @@ def _record(athlete_id: str, record: PersonalRecord) -> analytics_pb2.PersonalRe
         if record.year is None
         else analytics_pb2.RECORD_PERIOD_YEAR,
         year=record.year or 0,
-        time=_seconds(best.elapsed_seconds),
+        time=seconds_to_duration(best.elapsed_seconds),
         activity=names.activity_name(athlete_id, best.activity_id),
         sport_type=SPORT_TO_PROTO[best.sport_type],  # type: ignore[arg-type]
         start_time=datetime_to_timestamp(best.start_time),
-        start_offset=_seconds(best.start_offset_seconds),
+        start_offset=seconds_to_duration(best.start_offset_seconds),
     )
     if record.graded is not None:
-        proto.age_grade.CopyFrom(_result(record.graded))
+        proto.age_grade.CopyFrom(age_grade_to_proto(record.graded))
     return proto
 
 
@@ -251,7 +229,7 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             raise InvalidArgument.one(
                 "subject", "one of activity, athlete_performance, age_sex_performance is required"
             )
-        return _result(graded)
+        return age_grade_to_proto(graded)
 
     async def GetTrainingSummary(
         self, request: analytics_pb2.GetTrainingSummaryRequest, context: Context
