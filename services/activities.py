@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain import etags, names
+from domain import derived, etags, names
 from domain.activities import (
     Activity,
     ActivityEdit,
@@ -337,3 +337,13 @@ class DerivedValues:
             return 0, None
         last = page[-1]
         return len(page), (last.measurements.start_time, last.id)
+
+    def mark_current(self, athlete_id: str) -> None:
+        """The athlete's derived values reflect this version of the algorithms."""
+        with self.db.transaction() as session:
+            AthleteRepository(session).set_derived_version(athlete_id, derived.VERSION)
+
+    def stale(self, limit: int) -> list[str]:
+        """Athletes whose derived values reflect an older version of the algorithms."""
+        with self.db.read_only() as session:
+            return AthleteRepository(session).stale_derived(derived.VERSION, limit)

@@ -79,6 +79,8 @@ class AthleteRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     # Incremented by every update; the etag (AIP-154) is derived from it.
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # The domain.derived.VERSION the athlete's derived values were computed with.
+    derived_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     create_time: Mapped[dt.datetime] = mapped_column(default=_now)
     update_time: Mapped[dt.datetime] = mapped_column(default=_now)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import recompute  # noqa: F401 (it registers its job runner)
 from tasks.declare import TaskRef
 from tasks.diagnostics import ping
 from tasks.jobs import prune_job_events, run_job, sweep_leases
+from tasks.recompute import recompute_stale
 from tasks.strava import connection, sync  # noqa: F401 (they register their job runners)
 from tasks.strava.schedule import strava_housekeeping
 
@@ -18,4 +18,5 @@ ALL: tuple[TaskRef[..., Any], ...] = (
     sweep_leases,
     prune_job_events,
     strava_housekeeping,
+    recompute_stale,
 )

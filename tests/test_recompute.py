@@ -14,10 +14,13 @@ import pytest
 from google.protobuf import field_mask_pb2
 from stride.v1 import athlete_pb2, athlete_pb2_grpc, job_pb2, job_pb2_grpc
 
+from domain import derived
 from domain.activities import ActivityEdit, Measurements, Sample
 from domain.jobs import JobKind
 from runtime import Runtime
 from storage.models import ActivityRow
+from storage.repositories.athletes import AthleteRepository
+from tasks.recompute import recompute_stale
 from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings
 
 
@@ -101,3 +104,44 @@ def test_a_heart_rate_change_recomputes_training_loads(server: ServerThread) -> 
             a is not None and b is not None and a > b for a, b in zip(after, before, strict=True)
         )
         assert runtime.job_store.active(athlete_id, [JobKind.RECOMPUTE]) is None
+
+
+def test_athletes_behind_the_algorithms_version_are_recomputed_once(
+    server: ServerThread,
+) -> None:
+    runtime = _runtime(server)
+    with channel_as(server.address, ADMIN_TOKEN) as channel:
+        athlete = (
+            athlete_pb2_grpc.AthleteServiceStub(channel)
+            .CreateAthlete(
+                athlete_pb2.CreateAthleteRequest(
+                    athlete=athlete_pb2.Athlete(display_name="Old", time_zone="UTC")
+                )
+            )
+            .name
+        )
+        athlete_id = athlete.split("/")[1]
+        day = dt.datetime(2025, 3, 1, 7, tzinfo=dt.UTC)
+        measurements = Measurements(start_time=day, elapsed=dt.timedelta(minutes=30),
+                                    time_zone="UTC", distance_meters=5400)  # fmt: skip
+        runtime.strava_activities.write(
+            athlete_id, "1", ActivityEdit(title="run", sport_type="Run"), measurements,
+            {"id": 1}, [], None,
+        )  # fmt: skip
+        # As if stored before training loads existed, by an older version of the code.
+        with runtime.database.transaction() as session:
+            session.query(ActivityRow).filter_by(athlete_id=athlete_id).update(
+                {"training_load": None}
+            )
+            AthleteRepository(session).set_derived_version(athlete_id, derived.VERSION - 1)
+        assert _loads(runtime, athlete_id) == [None]
+        assert runtime.derived.stale(10) == [athlete_id]
+
+        runtime.huey.submit(recompute_stale)
+        deadline = time.monotonic() + 30
+        while runtime.derived.stale(10):
+            assert time.monotonic() < deadline, "the stale athlete was not recomputed"
+            time.sleep(0.1)
+        (load,) = _loads(runtime, athlete_id)
+        assert load is not None and load > 0
+        assert len(_recomputes(channel, athlete)) == 1

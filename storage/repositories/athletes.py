@@ -9,6 +9,7 @@ import uuid
 from sqlalchemy import Select, delete, select, update
 from sqlalchemy.orm import Session
 
+from domain import derived
 from domain.athletes import Athlete, AthleteProfile, Sex
 from domain.connections import ConnectionState
 from storage.models import AthleteRow, StravaConnectionRow
@@ -52,6 +53,7 @@ class AthleteRepository:
             create_time=now,
             update_time=now,
             revision=1,
+            derived_version=derived.VERSION,  # nothing to derive yet
             **_columns(profile),
         )
         self.session.add(row)
@@ -71,6 +73,21 @@ class AthleteRepository:
             query = query.with_for_update(of=AthleteRow, read=share and not lock, key_share=True)
         found = self.session.execute(query).first()
         return _to_domain(found[0], found[1]) if found else None
+
+    def stale_derived(self, version: int, limit: int) -> list[str]:
+        """Athletes whose derived values were computed with a version before `version`."""
+        query = (
+            select(AthleteRow.id)
+            .where(AthleteRow.derived_version < version)
+            .order_by(AthleteRow.id)
+            .limit(limit)
+        )
+        return list(self.session.scalars(query))
+
+    def set_derived_version(self, athlete_id: str, version: int) -> None:
+        self.session.execute(
+            update(AthleteRow).where(AthleteRow.id == athlete_id).values(derived_version=version)
+        )
 
     def exists(self, athlete_id: str, *, share: bool = False) -> bool:
         """`share`: as for `get`."""
