@@ -143,5 +143,6 @@ def test_athletes_behind_the_algorithms_version_are_recomputed_once(
             assert time.monotonic() < deadline, "the stale athlete was not recomputed"
             time.sleep(0.1)
         (load,) = _loads(runtime, athlete_id)
-        assert load is not None and load > 0
+        assert load is not None
+        assert load > 0
         assert len(_recomputes(channel, athlete)) == 1
