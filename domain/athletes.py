@@ -82,8 +82,15 @@ def validate_profile(
         violations.add(f"{prefix}.resting_heart_rate_bpm", "must be below max_heart_rate_bpm")
 
 
-# Profile fields that derived values depend on (training load: heart rates, age, sex).
-DERIVED_INPUTS = ("birth_date", "sex", "max_heart_rate_bpm", "resting_heart_rate_bpm")
+# Profile fields that derived values depend on (training load: heart rates, age, sex; the
+# year a personal record counts for: the time zone).
+DERIVED_INPUTS = (
+    "birth_date",
+    "sex",
+    "max_heart_rate_bpm",
+    "resting_heart_rate_bpm",
+    "time_zone",
+)
 
 
 def derived_inputs_changed(before: AthleteProfile, after: AthleteProfile) -> bool:

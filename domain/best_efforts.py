@@ -98,11 +98,13 @@ def best_efforts(
     times, dists = _clean(samples)
     if len(times) < 2:
         return {}
-    covered = dists[-1] - dists[0]
     out: dict[Distance, BestEffort] = {}
     for distance in Distance:
-        if distance.meters <= covered:
-            out[distance] = _fastest(times, dists, distance)
+        # `_fastest` decides coverage with the same arithmetic as its search: a distance the
+        # activity covers only to within a rounding error gets no (infinite) effort.
+        effort = _fastest(times, dists, distance)
+        if effort is not None:
+            out[distance] = effort
     return out
 
 
@@ -122,7 +124,7 @@ def _clean(samples: Sequence[tuple[float, float | None]]) -> tuple[list[float], 
     return times, dists
 
 
-def _fastest(times: list[float], dists: list[float], distance: Distance) -> BestEffort:
+def _fastest(times: list[float], dists: list[float], distance: Distance) -> BestEffort | None:
     """Two pointers: an optimal window has a sample at its start or at its end.
 
     Within a pair of segments both edges move linearly, so the window's length is linear in
@@ -165,4 +167,6 @@ def _fastest(times: list[float], dists: list[float], distance: Distance) -> Best
         if elapsed < best - _SAME_TIME or (elapsed <= best + _SAME_TIME and start < best_start):
             best, best_start, best_end = elapsed, start, times[j]
 
+    if not math.isfinite(best):
+        return None  # no window covers the distance
     return BestEffort(distance, best, best_start, best_end)

@@ -23,7 +23,7 @@ from core.settings import ENV_PREFIX, Settings, SettingsError
 from core.telemetry import instrument_engine
 from domain.activities import Source
 from domain.athletes import Athlete, derived_inputs_changed
-from domain.jobs import Job, JobKind, JobState
+from domain.jobs import Job, JobKind
 from domain.pagination import PageTokens
 from services.activities import ActivityService, DerivedValues, ExternalActivities
 from services.analytics import AnalyticsService
@@ -83,15 +83,16 @@ class Runtime:
         return DerivedValues(self.database)
 
     def recompute_derived(self, before: Athlete, after: Athlete) -> None:
-        """After a profile change that weighs in on derived values, a RECOMPUTE job (one
-        already queued will read the new profile when it runs)."""
+        """After a profile change that weighs on derived values (already marked stale), a
+        RECOMPUTE job, unless one is on its way: a job that began before the change ends
+        without marking the values current, and the periodic catch-up starts another."""
         if not derived_inputs_changed(before.profile, after.profile):
             return
-        active = self.job_store.active(after.id, [JobKind.RECOMPUTE])
-        if active is not None and active.state == JobState.QUEUED:
-            return
-        job, _ = self.job_store.create(after.id, JobKind.RECOMPUTE, {"scheduled": True})
-        self.launch_job(job)
+        job, created = self.job_store.create(
+            after.id, JobKind.RECOMPUTE, {"scheduled": True}, exclusive=(JobKind.RECOMPUTE,)
+        )
+        if created:
+            self.launch_job(job)
 
     @cached_property
     def records(self) -> PersonalRecordService:

@@ -119,6 +119,9 @@ class ActivityService:
             updated = repo.update_edit(current, edit)
             if updated is None:  # only if the lock did not hold: never a lost update
                 raise _vanished_or_changed(repo.get(athlete_id, activity_id) is not None, name)
+            if edit.sport_type != current.edit.sport_type:  # a run now, or no run any more
+                _keep_best_efforts(session, updated, updated.measurements, edit.sport_type,
+                                   None, profile.time_zone)  # fmt: skip
             return with_age_grade(updated, profile)
 
     def delete(self, athlete_id: str, activity_id: str, etag: str = "") -> None:
@@ -212,10 +215,15 @@ def _keep_best_efforts(
     measurements: Measurements,
     sport_type: str,
     samples: list[Sample] | None,
+    athlete_zone: str,
 ) -> None:
     """A run's best efforts follow its samples (personal records are read from them); an
-    edit that leaves the recording alone keeps them, unless the activity is no run now."""
-    repo = BestEffortRepository(session)
+    edit that leaves the recording alone keeps them, unless the activity is no run now. The
+    year a record counts for is the calendar year in the athlete's time zone. The activity
+    row is held, so two writers (a sync, a recompute) of one activity's efforts take turns."""
+    activities = ActivityRepository(session)
+    if activities.get(activity.athlete_id, activity.id, lock=True) is None:
+        return  # deleted meanwhile
     if sport_type not in RUNNING_SPORTS:
         samples = []
     elif samples is None:
@@ -224,9 +232,10 @@ def _keep_best_efforts(
         samples = SampleRepository(session).chunk(activity.id, None, activity.sample_count)
     start = measurements.start_time
     efforts = best_efforts(offsets_from_samples(start, samples)) if samples else {}
-    zone = ZoneInfo(measurements.time_zone or "UTC")
-    repo.replace(activity.id, activity.athlete_id, sport_type, start,
-                 start.astimezone(zone).year, efforts)  # fmt: skip
+    year = start.astimezone(ZoneInfo(athlete_zone or "UTC")).year
+    BestEffortRepository(session).replace(
+        activity.id, activity.athlete_id, sport_type, start, year, efforts
+    )
 
 
 class ExternalActivities:
@@ -292,7 +301,8 @@ class ExternalActivities:
                 points = []
             load = training_load(athlete.profile, measurements, points)
             activities.set_training_load(activity.id, load)
-            _keep_best_efforts(session, activity, measurements, edit.sport_type, samples)
+            _keep_best_efforts(session, activity, measurements, edit.sport_type, samples,
+                               athlete.profile.time_zone)  # fmt: skip
         return activity, created, written
 
     def delete(self, athlete_id: str, external_ids: list[str] | None = None) -> int:
@@ -332,16 +342,28 @@ class DerivedValues:
                     else []
                 )
                 activities.set_training_load(activity.id, training_load(athlete.profile, m, points))
-                _keep_best_efforts(session, activity, m, activity.edit.sport_type, None)
+                _keep_best_efforts(session, activity, m, activity.edit.sport_type, None,
+                                   athlete.profile.time_zone)  # fmt: skip
         if not page:
             return 0, None
         last = page[-1]
         return len(page), (last.measurements.start_time, last.id)
 
-    def mark_current(self, athlete_id: str) -> None:
-        """The athlete's derived values reflect this version of the algorithms."""
+    def version_of(self, athlete_id: str) -> int:
+        """The derived-values version the athlete is at (before a recompute starts)."""
+        with self.db.read_primary() as session:
+            version = AthleteRepository(session).derived_version(athlete_id)
+        if version is None:
+            raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
+        return version
+
+    def mark_current(self, athlete_id: str, expected: int) -> bool:
+        """The athlete's derived values reflect this version of the algorithms, unless the
+        version moved from `expected` (a profile change since the recompute began)."""
         with self.db.transaction() as session:
-            AthleteRepository(session).set_derived_version(athlete_id, derived.VERSION)
+            return AthleteRepository(session).set_derived_version(
+                athlete_id, derived.VERSION, expected=expected
+            )
 
     def stale(self, limit: int) -> list[str]:
         """Athletes whose derived values reflect an older version of the algorithms."""

@@ -7,10 +7,11 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from sqlalchemy.exc import IntegrityError
 
 from domain import etags, names
-from domain.athletes import Athlete, AthleteProfile, validate_profile
+from domain.athletes import Athlete, AthleteProfile, derived_inputs_changed, validate_profile
 from domain.errors import Aborted, NotFound, StrideError, Violations
 from domain.validation import check_request_id
 from services.paging import Paging
@@ -18,6 +19,7 @@ from storage.database import Database
 from storage.repositories.athletes import AthleteRepository
 
 RESOURCE = "stride.dev/Athlete"
+log = structlog.get_logger(__name__)
 
 
 def _today() -> dt.date:
@@ -90,8 +92,16 @@ class AthleteService:
             updated = repo.update(current, profile)
             if updated is None:  # only if the lock did not hold: never a lost update
                 raise _vanished_or_changed(repo.exists(athlete_id), name)
+            if derived_inputs_changed(current.profile, profile):
+                # Committed with the profile: whatever happens next, the periodic recompute
+                # of stale athletes catches up.
+                repo.mark_derived_stale(athlete_id)
         if self._on_profile_change is not None:
-            self._on_profile_change(current, updated)
+            try:
+                self._on_profile_change(current, updated)
+            except Exception:
+                log.warning("recompute not started at once", athlete_id=athlete_id,
+                            exc_info=True)  # fmt: skip
         return updated
 
     def delete(self, athlete_id: str, etag: str = "") -> None:

@@ -30,6 +30,9 @@ def run_recompute(run: JobRun) -> dict[str, Any]:
     checkpoint = run.job.checkpoint or {}
     done = int(checkpoint.get("done", 0))
     after = _position(checkpoint.get("after"))
+    # The version the values were at when this job began: a profile change after that
+    # moves it, and the job then does not mark them current (another recompute follows).
+    expected = int(checkpoint.get("expected", runtime.derived.version_of(athlete_id)))
     while True:
         run.check({"updated": done})
         count, after = runtime.derived.recompute_page(athlete_id, after, PAGE)
@@ -37,9 +40,10 @@ def run_recompute(run: JobRun) -> dict[str, Any]:
             break
         done += count
         position = None if after is None else [after[0].isoformat(), after[1]]
-        run.progress(Progress(completed=done), checkpoint={"after": position, "done": done},
+        run.progress(Progress(completed=done),
+                     checkpoint={"after": position, "done": done, "expected": expected},
                      result={"updated": done})  # fmt: skip
-    runtime.derived.mark_current(athlete_id)
+    runtime.derived.mark_current(athlete_id, expected)
     return {"updated": done}
 
 

@@ -398,3 +398,10 @@ def test_real_windows_cover_the_distance_and_no_window_is_faster(case: str) -> N
                     middle = (low + high) / 2
                     low, high = (middle, high) if at(middle) < reach else (low, middle)
                 assert high - begin >= effort.elapsed_seconds - 1e-6
+
+
+def test_a_distance_covered_only_to_within_rounding_gets_no_infinite_effort() -> None:
+    # 431.43957865919464 - 31.439578659194666 is 400 in floats, but 31.4395... + 400 is not
+    # <= 431.4395...: the search finds no window. No effort, rather than an infinite one.
+    efforts = best_efforts([(0, 31.439578659194666), (100, 431.43957865919464)])
+    assert all(math.isfinite(e.elapsed_seconds) for e in efforts.values())

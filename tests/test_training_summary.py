@@ -161,6 +161,9 @@ def test_weeks_follow_local_time_across_both_daylight_saving_changes(
         ("America/Los_Angeles", (2025, 6, 15, 23, 30), dt.date(2025, 6, 9)),
         # Monday 00:30 local is Sunday 12:30 UTC: the local (next) week.
         ("Pacific/Auckland", (2025, 6, 16, 0, 30), dt.date(2025, 6, 16)),
+        # A legacy tz name PostgreSQL would read as a fixed-offset abbreviation: summer
+        # Monday 00:30 CEST (Sunday 22:30 UTC) is still Monday's week.
+        ("CET", (2025, 6, 16, 0, 30), dt.date(2025, 6, 16)),
     ],
 )
 def test_an_activity_belongs_to_its_local_week_not_the_utc_one(

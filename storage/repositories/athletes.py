@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import uuid
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from domain import derived
@@ -84,9 +84,30 @@ class AthleteRepository:
         )
         return list(self.session.scalars(query))
 
-    def set_derived_version(self, athlete_id: str, version: int) -> None:
+    def derived_version(self, athlete_id: str) -> int | None:
+        return self.session.scalar(
+            select(AthleteRow.derived_version).where(AthleteRow.id == athlete_id)
+        )
+
+    def set_derived_version(
+        self, athlete_id: str, version: int, *, expected: int | None = None
+    ) -> bool:
+        """With `expected`, only if the version is still that (no profile change since);
+        True when set."""
+        query = update(AthleteRow).where(AthleteRow.id == athlete_id)
+        if expected is not None:
+            query = query.where(AthleteRow.derived_version == expected)
+        result = self.session.execute(query.values(derived_version=version))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def mark_derived_stale(self, athlete_id: str) -> None:
+        """Derived values no longer reflect the profile: a new negative version each time,
+        so a recompute that began before this change cannot mark them current."""
+        current = AthleteRow.derived_version
         self.session.execute(
-            update(AthleteRow).where(AthleteRow.id == athlete_id).values(derived_version=version)
+            update(AthleteRow)
+            .where(AthleteRow.id == athlete_id)
+            .values(derived_version=case((current > 0, -1), else_=current - 1))
         )
 
     def exists(self, athlete_id: str, *, share: bool = False) -> bool:

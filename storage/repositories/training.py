@@ -25,6 +25,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from domain.periods import Period, offset_segments
 from storage.models import ActivityRow
 
+# tz database names PostgreSQL resolves as abbreviations with a fixed offset (its
+# abbreviations are looked up before zone names), and the zones they link to in the tz
+# database, which Python's zoneinfo (the SQLite path, the rest of Stride) follows.
+POSTGRES_ZONE_LINKS = {
+    "CET": "Europe/Brussels",
+    "EET": "Europe/Athens",
+    "MET": "Europe/Brussels",
+    "WET": "Europe/Lisbon",
+}
+
 
 @dataclass(frozen=True)
 class BucketTotals:
@@ -106,7 +116,10 @@ class TrainingRepository:
     ) -> ColumnElement[Any]:
         start_time = ActivityRow.start_time
         if self.session.get_bind().dialect.name == "postgresql":
-            local = func.timezone(time_zone, start_time)  # start_time AT TIME ZONE zone
+            # start_time AT TIME ZONE zone; PostgreSQL reads a few legacy names as fixed
+            # abbreviations (no daylight saving), so those go by the zone they link to.
+            zone = POSTGRES_ZONE_LINKS.get(time_zone, time_zone)
+            local = func.timezone(zone, start_time)
             if period is Period.DAY:
                 return cast(local, Date)
             return cast(func.date_trunc(period.value, local), Date)
