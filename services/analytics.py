@@ -122,18 +122,31 @@ class AnalyticsService:
         return _grade(age, sex, performance, lambda reason: _invalid(fields[reason], reason))
 
     def grade_for_athlete(
-        self, athlete_id: str, performance: Performance, day: dt.date | None
+        self,
+        athlete_id: str,
+        performance: Performance,
+        day: dt.date | None,
+        date_field: str = "",
     ) -> GradedPerformance:
-        """Age and sex from the stored profile (FAILED_PRECONDITION when they give no
-        grade); the distance from the request (INVALID_ARGUMENT)."""
+        """Sex from the stored profile (FAILED_PRECONDITION when it gives no grade); the
+        distance from the request (INVALID_ARGUMENT); the age from both: a `day` given in
+        the request (`date_field`) that puts it out of range is INVALID_ARGUMENT there."""
         _check_time(performance)
         athlete = self._athlete(athlete_id)
         on = day or self.today(athlete.profile.time_zone)
+        birth = athlete.profile.birth_date
+        if day is not None and birth is not None and day < birth:
+            raise InvalidArgument(
+                [FieldViolation(date_field, "must not be before the athlete's birth date")],
+                reason="AGE_NOT_GRADED",
+            )
         age = _stored_age(athlete, on)
 
         def refuse(reason: NoGradeReason) -> Exception:
             if reason == NoGradeReason.DISTANCE_OUT_OF_RANGE:
                 return _invalid(performance.distance_field, reason)
+            if reason == NoGradeReason.AGE_OUT_OF_RANGE and day is not None:
+                return _invalid(date_field, reason)
             return _precondition(reason)
 
         return _grade(age, athlete.profile.sex, performance, refuse)

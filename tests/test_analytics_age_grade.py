@@ -146,6 +146,14 @@ def test_an_athletes_performance_uses_their_age_on_the_day_and_sex(
     assert on_birthday.age == 50
     assert on_birthday.sex == common_pb2.SEX_FEMALE
     assert on_birthday.age_factor == pytest.approx(0.8822, abs=1e-12)  # published: F, 50, 10K
+    # The day is in the request: a day that gives no grade is the request's fault.
+    for day in (dt.date(1970, 1, 1), dt.date(2080, 1, 1)):
+        error = _fails(
+            lambda day=day: stub.AgeGrade(_of(athlete, day)), grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert reason(error) == "AGE_NOT_GRADED"
+        violations = detail(error, error_details_pb2.BadRequest).field_violations
+        assert [v.field for v in violations] == ["athlete_performance.date"]
 
     unknown = _athlete(channel, None, common_pb2.SEX_MALE)
     error = _fails(lambda: stub.AgeGrade(_of(unknown)), grpc.StatusCode.FAILED_PRECONDITION)

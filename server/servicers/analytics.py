@@ -1,5 +1,5 @@
-"""AnalyticsService: protobuf <-> domain translation around services.analytics. Methods not
-implemented here (ListPersonalRecords) still answer UNIMPLEMENTED (the generated base)."""
+"""AnalyticsService: protobuf <-> domain translation around services.analytics (age grades,
+summaries, the fitness trend) and services.records (personal records)."""
 
 from __future__ import annotations
 
@@ -216,7 +216,11 @@ class AnalyticsServicer(analytics_pb2_grpc.AnalyticsServiceServicer):
             day = date_to_domain(message.date, "athlete_performance.date", violations)
             violations.raise_if_any()
             graded = await self._run(
-                self._analytics.grade_for_athlete, athlete_id, performance, day
+                self._analytics.grade_for_athlete,
+                athlete_id,
+                performance,
+                day,
+                "athlete_performance.date",
             )
         elif subject == "age_sex_performance":
             explicit = request.age_sex_performance
