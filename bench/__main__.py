@@ -1,16 +1,16 @@
 """`make bench`: every benchmark, each against its baseline in the same run.
 
 `python -m bench --only fairness` (or `BENCH_ONLY=fairness`) runs just the named ones
-(comma-separated: reads, interceptors, fairness, job-events, sync). The fairness and job-events
-benchmarks have their own options: `python -m bench.fairness --help`,
-`python -m bench.job_events --help`.
+(comma-separated: reads, interceptors, fairness, job-events, sync, analytics). The
+fairness, job-events, sync and analytics benchmarks have their own options:
+`python -m bench.fairness --help`, `python -m bench.job_events --help`, and so on.
 """
 
 import argparse
 import os
 from collections.abc import Callable
 
-from bench import fairness, interceptors, job_events, reads, sync
+from bench import analytics, fairness, interceptors, job_events, reads, sync
 
 BENCHMARKS: dict[str, Callable[[], object]] = {
     "reads": reads.run,
@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, Callable[[], object]] = {
     "fairness": fairness.run,
     "job-events": job_events.run,
     "sync": sync.run,
+    "analytics": analytics.run,
 }
 
 parser = argparse.ArgumentParser(prog="python -m bench")
