@@ -340,18 +340,25 @@ def test_gpx_samples_sorted_deduplicated_and_validated() -> None:
         b"<extensions><tpx:TrackPointExtension><tpx:hr>150</tpx:hr><tpx:cad>85</tpx:cad>"
         b"</tpx:TrackPointExtension></extensions></trkpt>"
         b"</trkseg><trkseg>"
+        b'<trkpt lat="3" lon="3"><time>0001-01-01T00:00:00+01:00</time></trkpt>'
+        b'<trkpt lat="4" lon="4"><time>2024-13-01T00:00:00Z</time></trkpt>'
+        b'<trkpt lat="5" lon="5"><time>2024-01-01T09:00:00Z</time><extensions><power>1e400'
+        b"</power><tpx:cad>1e300</tpx:cad></extensions></trkpt>"
         b'<trkpt lat="11" lon="21"><time>2024-01-01T08:00:05Z</time><ele>12.5</ele></trkpt>'
         b'<trkpt lat="1" lon="2"/>'
         b"</trkseg></trk></gpx>"
     )
     activity = parse_gpx(data)
     assert activity.sport_type == "Run"
-    assert activity.untimed_points == 1
+    # The point without time and the two with impossible times.
+    assert activity.untimed_points == 3
     assert [s.time for s in activity.samples] == [
         dt.datetime(2024, 1, 1, 8, 0, 0, tzinfo=dt.UTC),
         dt.datetime(2024, 1, 1, 8, 0, 5, tzinfo=dt.UTC),
+        dt.datetime(2024, 1, 1, 9, 0, 0, tzinfo=dt.UTC),
     ]
-    first, second = activity.samples
+    first, second, third = activity.samples
+    assert (third.latitude, third.power_watts, third.cadence_rpm) == (5.0, None, None)
     assert (first.latitude, first.longitude, first.altitude_meters) == (None, None, None)
     assert (first.heart_rate_bpm, first.cadence_rpm) == (150, 85)
     # 10:00:05+02:00 == 08:00:05Z: the later point in the file wins.

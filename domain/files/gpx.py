@@ -31,14 +31,15 @@ from domain.files.xml import (
     iter_elements,
     local_name,
     non_negative_float,
-    non_negative_int,
     ordered_samples,
     parse_float,
     parse_int,
     parse_time,
     text_of,
+    valid_cadence,
     valid_heart_rate,
     valid_position,
+    valid_power,
 )
 from domain.sports import SPORT_TYPES
 
@@ -166,8 +167,8 @@ def _sample(element: Element, time: dt.datetime) -> Sample:
         longitude=lon,
         altitude_meters=parse_float(_child_text(element, "ele")),
         heart_rate_bpm=valid_heart_rate(parse_int(ext.get("hr"))),
-        cadence_rpm=non_negative_int(parse_int(ext.get("cad"))),
-        power_watts=non_negative_int(parse_int(ext.get("power"))),
+        cadence_rpm=valid_cadence(parse_int(ext.get("cad"))),
+        power_watts=valid_power(parse_int(ext.get("power"))),
         speed_meters_per_second=non_negative_float(parse_float(ext.get("speed"))),
     )
 

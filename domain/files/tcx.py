@@ -29,14 +29,15 @@ from domain.files.xml import (
     iter_elements,
     local_name,
     non_negative_float,
-    non_negative_int,
     ordered_samples,
     parse_float,
     parse_int,
     parse_time,
     text_of,
+    valid_cadence,
     valid_heart_rate,
     valid_position,
+    valid_power,
 )
 
 _SPORTS: dict[str, str] = {"running": "Run", "biking": "Ride"}
@@ -134,8 +135,8 @@ def _sample(values: dict[str, str], time: dt.datetime) -> Sample:
         longitude=lon,
         altitude_meters=parse_float(values.get("AltitudeMeters")),
         heart_rate_bpm=valid_heart_rate(parse_int(values.get("Value"))),
-        cadence_rpm=non_negative_int(parse_int(cadence)),
-        power_watts=non_negative_int(parse_int(values.get("Watts"))),
+        cadence_rpm=valid_cadence(parse_int(cadence)),
+        power_watts=valid_power(parse_int(values.get("Watts"))),
         speed_meters_per_second=non_negative_float(parse_float(values.get("Speed"))),
     )
 

@@ -28,6 +28,10 @@ MAX_SAMPLES = 500_000
 
 MIN_HEART_RATE = 20
 MAX_HEART_RATE = 260
+# Upper bounds far above any athlete, only so a hostile value cannot overflow an integer
+# column downstream.
+MAX_CADENCE = 500
+MAX_POWER_WATTS = 10_000
 
 
 def local_name(tag: str) -> str:
@@ -109,11 +113,12 @@ def parse_time(text: str | None) -> dt.datetime | None:
         return None
     try:
         value = dt.datetime.fromisoformat(text)
-    except ValueError:
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        # Year 1 with a positive offset (or 9999 with a negative one) has no UTC time.
+        return value.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
 
 
 def valid_position(lat: float | None, lon: float | None) -> tuple[float | None, float | None]:
@@ -130,8 +135,14 @@ def valid_heart_rate(value: int | None) -> int | None:
     return value
 
 
-def non_negative_int(value: int | None) -> int | None:
-    return value if value is not None and value >= 0 else None
+def valid_cadence(value: int | None) -> int | None:
+    """Cadence (rpm or steps per minute): non-negative and bounded, else no reading."""
+    return value if value is not None and 0 <= value <= MAX_CADENCE else None
+
+
+def valid_power(value: int | None) -> int | None:
+    """Power in watts: non-negative and bounded, else no reading."""
+    return value if value is not None and 0 <= value <= MAX_POWER_WATTS else None
 
 
 def non_negative_float(value: float | None) -> float | None:
