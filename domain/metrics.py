@@ -13,9 +13,10 @@ from samples and `fill_measurements` fills only what a source left empty. Decisi
   mis-scaled sensor falls back to positions). Otherwise the geodesic sum of positions.
   Total = last - first cumulative value (a cropped file starts at its own first sample).
 - **Geodesic distance.** Haversine on a sphere of the mean Earth radius (6,371,008.8 m).
-  Against the WGS-84 ellipsoid it errs by at most about 0.5 % (north-south legs near the
-  equator or poles; about 0.06 % at 45 degrees latitude), well below GPS noise, and it is ten
-  times cheaper than Vincenty's iteration.
+  Against the WGS-84 ellipsoid it errs by at most about 0.6 %: north-south legs read 0.56 %
+  long at the equator and 0.45 % short near the poles, 0.06 % long at 45 degrees; east-west
+  legs err less. That is within the spread of GPS tracks themselves, and unlike Vincenty's
+  iteration it is cheap and cannot fail to converge.
 - **Moving time.** An interval between two samples is moving unless it is a gap longer than
   `MAX_GAP_SECONDS` (the device stopped recording: auto-pause, a timer stop) or part of a
   sustained stop: a run of consecutive intervals below `MIN_MOVING_SPEED`, together at least
@@ -40,9 +41,10 @@ from samples and `fill_measurements` fills only what a source left empty. Decisi
   order hold), so an irregular recording (smart recording, 1 s then 10 s) is not biased
   towards the densely sampled stretches. Gaps longer than `MAX_GAP_SECONDS` carry no weight
   (nothing was recorded). Heart rate counts all recorded time (the heart works during a stop);
-  cadence and power count moving time only. Power keeps zeros (coasting is part of the
-  ride's effort, as Strava and Garmin average it); cadence drops zeros (a coasting cyclist
-  has no cadence), as Garmin's default does.
+  cadence and power count moving time only (a stop would drag them towards zero). Power
+  keeps zeros while moving (coasting is part of the ride's work, and energy = average power
+  x moving time stays true); cadence drops zeros (a coasting cyclist has no cadence to
+  average).
 - **Speed.** Average = distance / moving time. Maximum = the highest median of
   `MAX_SPEED_MEDIAN_OF` consecutive interval speeds, so a single GPS spike (which inflates
   the interval into and out of a bad point) cannot be the maximum.
@@ -62,7 +64,7 @@ from domain.activities import Measurements, Sample
 EARTH_RADIUS_METERS = 6_371_008.8  # IUGG mean radius
 MAX_GAP_SECONDS = 60.0  # longer than any smart-recording interval; auto-pause leaves these
 MIN_PAUSE_SECONDS = 10.0
-MIN_MOVING_SPEED = 0.5  # m/s, 1.8 km/h: below a slow walk, above a stationary GPS drift
+MIN_MOVING_SPEED = 0.5  # m/s, 1.8 km/h: below the slowest walk
 ELEVATION_SMOOTHING_SECONDS = 30.0
 ELEVATION_HYSTERESIS_METERS = 3.0
 MAX_VERTICAL_SPEED = 10.0  # m/s: beyond any climb, ski descent or lift
