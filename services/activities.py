@@ -22,13 +22,14 @@ from domain.activities import (
     validate_measurements,
     with_age_grade,
 )
-from domain.athletes import Athlete, AthleteProfile
+from domain.athletes import AthleteProfile
 from domain.best_efforts import best_efforts, offsets_from_samples
 from domain.errors import Aborted, NotFound, StrideError, Violations
 from domain.sports import RUNNING_SPORTS
 from domain.training_load import HeartRatePoint, Load, activity_load, heart_rate_points
 from domain.validation import check_request_id
 from services.athletes import RESOURCE as ATHLETE_RESOURCE
+from services.athletes import require_athlete
 from services.paging import Paging
 from storage.database import Database, Reader
 from storage.repositories.activities import ActivityRepository, SampleRepository
@@ -90,12 +91,12 @@ class ActivityService:
                 found = ActivityRepository(session).get_by_request_id(athlete_id, request_id)
                 if found is None:
                     raise
-                return with_age_grade(found, _athlete(session, athlete_id).profile)
+                return with_age_grade(found, require_athlete(session, athlete_id).profile)
 
     def get(self, athlete_id: str, activity_id: str) -> Activity:
         with self.db.read_primary() as session:
             activity = _require(ActivityRepository(session), athlete_id, activity_id)
-            return with_age_grade(activity, _athlete(session, athlete_id).profile)
+            return with_age_grade(activity, require_athlete(session, athlete_id).profile)
 
     def update(
         self, athlete_id: str, activity_id: str, changes: dict[str, Any], etag: str = ""
@@ -113,7 +114,7 @@ class ActivityService:
             violations = Violations()
             validate_edit(edit, violations, "activity")
             violations.raise_if_any()
-            profile = _athlete(session, athlete_id).profile
+            profile = require_athlete(session, athlete_id).profile
             if edit == current.edit:
                 return with_age_grade(current, profile)
             updated = repo.update_edit(current, edit)
@@ -149,7 +150,7 @@ class ActivityService:
         query = f"activities|{athlete_id}|{where!r}"
         after = self.paging.time_key(page_token, query)
         with self.db.read_only() as session:
-            profile = _athlete(session, athlete_id).profile
+            profile = require_athlete(session, athlete_id).profile
             rows = ActivityRepository(session).list(athlete_id, where, after, size + 1)
         token = self.paging.next_token(
             query, rows, size, lambda a: (a.measurements.start_time, a.id)
@@ -200,13 +201,6 @@ def _vanished_or_changed(exists: bool, name: str) -> StrideError:
     if not exists:
         return NotFound(RESOURCE, name)
     return Aborted(f"{name} was changed concurrently; retry", reason="CONCURRENT_MODIFICATION")
-
-
-def _athlete(session: Session, athlete_id: str) -> Athlete:
-    athlete = AthleteRepository(session).get(athlete_id)
-    if athlete is None:
-        raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
-    return athlete
 
 
 def _keep_best_efforts(

@@ -28,10 +28,9 @@ from domain.periods import (
 )
 from domain.sports import RUNNING_SPORTS
 from domain.training_load import FitnessPoint, fitness_series
-from services.athletes import RESOURCE as ATHLETE_RESOURCE
+from services.athletes import require_athlete
 from storage.database import Database
 from storage.repositories.activities import ActivityRepository
-from storage.repositories.athletes import AthleteRepository
 from storage.repositories.training import BucketTotals, TrainingRepository
 
 ACTIVITY_RESOURCE = "stride.dev/Activity"
@@ -253,10 +252,7 @@ class AnalyticsService:
 
     def _athlete(self, athlete_id: str) -> Athlete:
         with self.db.read_only() as session:
-            athlete = AthleteRepository(session).get(athlete_id)
-        if athlete is None:
-            raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
-        return athlete
+            return require_athlete(session, athlete_id)
 
 
 def _grade(

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from domain import etags, names
 from domain.athletes import Athlete, AthleteProfile, derived_inputs_changed, validate_profile
@@ -20,6 +21,14 @@ from storage.repositories.athletes import AthleteRepository
 
 RESOURCE = "stride.dev/Athlete"
 log = structlog.get_logger(__name__)
+
+
+def require_athlete(session: Session, athlete_id: str) -> Athlete:
+    """The athlete, read in the caller's unit of work; NotFound when there is none."""
+    athlete = AthleteRepository(session).get(athlete_id)
+    if athlete is None:
+        raise NotFound(RESOURCE, names.athlete_name(athlete_id))
+    return athlete
 
 
 def _today() -> dt.date:
@@ -66,10 +75,7 @@ class AthleteService:
 
     def get(self, athlete_id: str) -> Athlete:
         with self.db.read_primary() as session:
-            athlete = AthleteRepository(session).get(athlete_id)
-        if athlete is None:
-            raise NotFound(RESOURCE, names.athlete_name(athlete_id))
-        return athlete
+            return require_athlete(session, athlete_id)
 
     def update(self, athlete_id: str, changes: dict[str, Any], etag: str = "") -> Athlete:
         """Apply `changes` (profile field -> value) and validate the merged profile.

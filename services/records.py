@@ -7,15 +7,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from domain import agegrade, names
+from domain import agegrade
 from domain.agegrade import GradedPerformance
 from domain.athletes import Athlete
 from domain.best_efforts import Distance
-from domain.errors import NotFound, Violations
-from services.athletes import RESOURCE as ATHLETE_RESOURCE
+from domain.errors import Violations
+from services.athletes import require_athlete
 from services.paging import Paging
 from storage.database import Database
-from storage.repositories.athletes import AthleteRepository
 from storage.repositories.records import BestEffortRepository, StoredBest
 
 ORDER = {distance: index for index, distance in enumerate(Distance)}
@@ -69,9 +68,7 @@ class PersonalRecordService:
         )
         position = self.paging.tokens.decode(page_token, query)
         with self.db.read_only() as session:
-            athlete = AthleteRepository(session).get(athlete_id)
-            if athlete is None:
-                raise NotFound(ATHLETE_RESOURCE, names.athlete_name(athlete_id))
+            athlete = require_athlete(session, athlete_id)
             bests = BestEffortRepository(session).bests(
                 athlete_id,
                 per_year=per_year,

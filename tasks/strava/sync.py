@@ -215,6 +215,19 @@ def _resume(work: StravaWork, run: JobRun, checkpoint: dict[str, Any]) -> _Windo
     return window
 
 
+def _list(work: StravaWork, athlete_id: str, window: _Window) -> list[StravaActivityRecord]:
+    """One page of the athlete's activities after the window's start, oldest first."""
+    return work.tokens.call(
+        athlete_id,
+        partial(
+            work.client.list_activities,
+            after=window.after,
+            page=window.page,
+            per_page=work.page_size,
+        ),
+    )
+
+
 def run_sync(run: JobRun) -> dict[str, Any]:
     work = strava_work()
     athlete_id = run.job.athlete_id or ""
@@ -226,15 +239,7 @@ def run_sync(run: JobRun) -> dict[str, Any]:
     tally = Tally.from_json(checkpoint.get("tally"))
     while True:
         run.check(tally.to_json())
-        listing = work.tokens.call(
-            athlete_id,
-            partial(
-                work.client.list_activities,
-                after=window.after,
-                page=window.page,
-                per_page=work.page_size,
-            ),
-        )
+        listing = _list(work, athlete_id, window)
         stored = work.activities.stored_raw(athlete_id, [str(a.id) for a in listing])
         # A re-run skips what its last checkpoint covered: its progress never goes back.
         for index, summary in enumerate(listing):
@@ -383,15 +388,7 @@ def run_reconcile(run: JobRun) -> dict[str, Any]:
     window = _Window(0)  # by time, as the sync: a deletion meanwhile hides no other activity
     while True:
         run.check()
-        listing = work.tokens.call(
-            athlete_id,
-            partial(
-                work.client.list_activities,
-                after=window.after,
-                page=window.page,
-                per_page=work.page_size,
-            ),
-        )
+        listing = _list(work, athlete_id, window)
         listed.update(str(a.id) for a in listing)
         if len(listing) < work.page_size:
             break
