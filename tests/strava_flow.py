@@ -27,8 +27,12 @@ class Simulator(Protocol):
 
 
 def strava_overrides(sim: Simulator, **extra: Any) -> dict[str, Any]:
-    """`make_settings` overrides for a server or worker using `sim` as Strava."""
+    """`make_settings` overrides for a server or worker using `sim` as Strava. Scheduled
+    syncs and reconciles are off, so a test's jobs are its own (tests of the schedule turn
+    them on)."""
     values: dict[str, Any] = {
+        "strava_sync_interval_seconds": 0,
+        "strava_reconcile_interval_seconds": 0,
         "strava_client_id": str(sim.config.client_id),
         "strava_client_secret": sim.config.client_secret,
         "strava_api_url": sim.api_url,

@@ -52,8 +52,6 @@ NOT_CONNECTED = athlete_pb2.STRAVA_CONNECTION_STATE_NOT_CONNECTED
 REVOKED = athlete_pb2.STRAVA_CONNECTION_STATE_REVOKED
 TERMINAL = (STATE.JOB_STATE_SUCCEEDED, STATE.JOB_STATE_FAILED, STATE.JOB_STATE_CANCELLED)
 # No scheduled syncs or reconciles: every job here is one the test starts.
-QUIET = {"strava_sync_interval_seconds": 0, "strava_reconcile_interval_seconds": 0}
-
 
 # Helpers ------------------------------------------------------------------------------------
 
@@ -66,7 +64,7 @@ def _sim(**overrides: Any) -> SimConfig:
 
 
 def _settings(sim: StravaSimulator, data_dir: Path, database_url: str | None, **extra: Any) -> Any:
-    return make_settings(data_dir, database_url, **strava_overrides(sim, **{**QUIET, **extra}))
+    return make_settings(data_dir, database_url, **strava_overrides(sim, **extra))
 
 
 def _code(error: grpc.RpcError) -> grpc.StatusCode:

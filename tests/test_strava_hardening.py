@@ -53,8 +53,7 @@ def sim() -> Iterator[StravaSimulator]:
 def server(
     sim: StravaSimulator, database_url: str | None, tmp_path: Path
 ) -> Iterator[ServerThread]:
-    settings = make_settings(tmp_path / "data", database_url, **strava_overrides(
-        sim, strava_sync_interval_seconds=0, strava_reconcile_interval_seconds=0))  # fmt: skip
+    settings = make_settings(tmp_path / "data", database_url, **strava_overrides(sim))
     with ServerThread(settings) as running:
         yield running
 

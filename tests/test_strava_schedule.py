@@ -38,7 +38,8 @@ def sim() -> Iterator[StravaSimulator]:
 def server(
     sim: StravaSimulator, database_url: str | None, tmp_path: Path
 ) -> Iterator[ServerThread]:
-    settings = make_settings(tmp_path / "data", database_url, **strava_overrides(sim))
+    schedule = {"strava_sync_interval_seconds": 3600, "strava_reconcile_interval_seconds": 86400}
+    settings = make_settings(tmp_path / "data", database_url, **strava_overrides(sim, **schedule))
     with ServerThread(settings) as running:
         yield running
 

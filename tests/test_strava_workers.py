@@ -97,7 +97,6 @@ def postgres_url(postgres_template: str) -> Iterator[str]:
 
 
 # No scheduled syncs or reconciles: the only jobs are the ones a test starts.
-QUIET = {"strava_sync_interval_seconds": 0, "strava_reconcile_interval_seconds": 0}
 
 
 @dataclass
@@ -139,7 +138,7 @@ def _cluster(
         redis_url=shared_redis.url,
         redis_key_prefix=shared_redis.prefix,
         inprocess_workers=False,
-        **strava_overrides(sim, strava_page_size=PAGE_SIZE, **QUIET),
+        **strava_overrides(sim, strava_page_size=PAGE_SIZE),
     )
     env = server_env(
         tmp_path / "worker",
@@ -148,7 +147,7 @@ def _cluster(
         STRIDE_REDIS_KEY_PREFIX=shared_redis.prefix,
         STRIDE_HUEY_WORKERS="2",
         STRIDE_DB_CONNECT_ATTEMPTS="2",
-        **strava_env(sim, strava_page_size=PAGE_SIZE, **QUIET),
+        **strava_env(sim, strava_page_size=PAGE_SIZE),
     )
     with ExitStack() as stack:
         server = stack.enter_context(ServerThread(settings))
@@ -469,7 +468,7 @@ def test_a_redis_outage_mid_sync_loses_and_doubles_nothing(
 def test_embedded_server_syncs_everything_exactly_once(tmp_path: Path) -> None:
     with StravaSimulator(_sim(EMBEDDED_ACTIVITIES)) as small:
         settings = make_settings(
-            tmp_path / "data", None, **strava_overrides(small, strava_page_size=25, **QUIET)
+            tmp_path / "data", None, **strava_overrides(small, strava_page_size=25)
         )
         with (
             ServerThread(settings) as server,
