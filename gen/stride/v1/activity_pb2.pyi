@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
@@ -566,3 +567,39 @@ class UploadHeader(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UploadHeader: _TypeAlias = UploadHeader  # noqa: Y015
+
+@_typing.final
+class UploadActivityFileBodyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    parent: _builtins.str
+    """The athlete; read from the first message only."""
+    file_name: _builtins.str
+    """Original file name, as in UploadHeader; first message only."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155); first message only."""
+    @_builtins.property
+    def body(self) -> _httpbody_pb2.HttpBody:
+        """The file's bytes, in order across messages; `content_type` is not used (the
+        content decides the format).
+        """
+
+    def __init__(
+        self,
+        *,
+        parent: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        body: _httpbody_pb2.HttpBody | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "file_name", b"file_name", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadActivityFileBodyRequest: _TypeAlias = UploadActivityFileBodyRequest  # noqa: Y015

@@ -72,6 +72,11 @@ class ActivityServiceStub:
                 request_serializer=stride_dot_v1_dot_activity__pb2.UploadActivityFileRequest.SerializeToString,
                 response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
                 _registered_method=True)
+        self.UploadActivityFileBody = channel.stream_unary(
+                '/stride.v1.ActivityService/UploadActivityFileBody',
+                request_serializer=stride_dot_v1_dot_activity__pb2.UploadActivityFileBodyRequest.SerializeToString,
+                response_deserializer=stride_dot_v1_dot_job__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class ActivityServiceServicer:
@@ -121,8 +126,19 @@ class ActivityServiceServicer:
 
     def UploadActivityFile(self, request_iterator, context):
         """Uploads an activity file (GPX, TCX, FIT, optionally gzipped) or a Strava
-        bulk export archive: a header message, then the bytes in chunks. Starts an
-        import job and returns it.
+        bulk export archive (.zip): a header message, then the bytes in chunks of at
+        most 1 MiB. Starts an import job and returns it once the last byte is staged;
+        watch it with JobService.WatchJob. gRPC only: over HTTP use UploadActivityFileBody.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadActivityFileBody(self, request_iterator, context):
+        """The same upload as a plain HTTP body, for gateways, browsers and curl:
+        `POST /v1/athletes/{id}/activities:upload?file_name=run.gpx` with the file as the
+        body. The first message names the athlete and the file; every message may carry
+        bytes in `body.data` (at most 1 MiB each), in order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +180,11 @@ def add_ActivityServiceServicer_to_server(servicer, server):
             'UploadActivityFile': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadActivityFile,
                     request_deserializer=stride_dot_v1_dot_activity__pb2.UploadActivityFileRequest.FromString,
+                    response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
+            ),
+            'UploadActivityFileBody': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadActivityFileBody,
+                    request_deserializer=stride_dot_v1_dot_activity__pb2.UploadActivityFileBodyRequest.FromString,
                     response_serializer=stride_dot_v1_dot_job__pb2.Job.SerializeToString,
             ),
     }
@@ -356,6 +377,33 @@ class ActivityService:
             target,
             '/stride.v1.ActivityService/UploadActivityFile',
             stride_dot_v1_dot_activity__pb2.UploadActivityFileRequest.SerializeToString,
+            stride_dot_v1_dot_job__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadActivityFileBody(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/stride.v1.ActivityService/UploadActivityFileBody',
+            stride_dot_v1_dot_activity__pb2.UploadActivityFileBodyRequest.SerializeToString,
             stride_dot_v1_dot_job__pb2.Job.FromString,
             options,
             channel_credentials,

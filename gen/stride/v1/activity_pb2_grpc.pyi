@@ -48,8 +48,15 @@ class ActivityServiceStub:
     """Streams an activity's samples in time order, in chunks."""
     UploadActivityFile: _grpc.StreamUnaryMultiCallable[_activity_pb2.UploadActivityFileRequest, _job_pb2.Job]
     """Uploads an activity file (GPX, TCX, FIT, optionally gzipped) or a Strava
-    bulk export archive: a header message, then the bytes in chunks. Starts an
-    import job and returns it.
+    bulk export archive (.zip): a header message, then the bytes in chunks of at
+    most 1 MiB. Starts an import job and returns it once the last byte is staged;
+    watch it with JobService.WatchJob. gRPC only: over HTTP use UploadActivityFileBody.
+    """
+    UploadActivityFileBody: _grpc.StreamUnaryMultiCallable[_activity_pb2.UploadActivityFileBodyRequest, _job_pb2.Job]
+    """The same upload as a plain HTTP body, for gateways, browsers and curl:
+    `POST /v1/athletes/{id}/activities:upload?file_name=run.gpx` with the file as the
+    body. The first message names the athlete and the file; every message may carry
+    bytes in `body.data` (at most 1 MiB each), in order.
     """
 
 @_typing.type_check_only
@@ -70,8 +77,15 @@ class ActivityServiceAsyncStub(ActivityServiceStub):
     """Streams an activity's samples in time order, in chunks."""
     UploadActivityFile: _aio.StreamUnaryMultiCallable[_activity_pb2.UploadActivityFileRequest, _job_pb2.Job]  # type: ignore[assignment]
     """Uploads an activity file (GPX, TCX, FIT, optionally gzipped) or a Strava
-    bulk export archive: a header message, then the bytes in chunks. Starts an
-    import job and returns it.
+    bulk export archive (.zip): a header message, then the bytes in chunks of at
+    most 1 MiB. Starts an import job and returns it once the last byte is staged;
+    watch it with JobService.WatchJob. gRPC only: over HTTP use UploadActivityFileBody.
+    """
+    UploadActivityFileBody: _aio.StreamUnaryMultiCallable[_activity_pb2.UploadActivityFileBodyRequest, _job_pb2.Job]  # type: ignore[assignment]
+    """The same upload as a plain HTTP body, for gateways, browsers and curl:
+    `POST /v1/athletes/{id}/activities:upload?file_name=run.gpx` with the file as the
+    body. The first message names the athlete and the file; every message may carry
+    bytes in `body.data` (at most 1 MiB each), in order.
     """
 
 class ActivityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,8 +145,21 @@ class ActivityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
         """Uploads an activity file (GPX, TCX, FIT, optionally gzipped) or a Strava
-        bulk export archive: a header message, then the bytes in chunks. Starts an
-        import job and returns it.
+        bulk export archive (.zip): a header message, then the bytes in chunks of at
+        most 1 MiB. Starts an import job and returns it once the last byte is staged;
+        watch it with JobService.WatchJob. gRPC only: over HTTP use UploadActivityFileBody.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadActivityFileBody(
+        self,
+        request_iterator: _MaybeAsyncIterator[_activity_pb2.UploadActivityFileBodyRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_pb2.Job, _abc.Awaitable[_job_pb2.Job]]:
+        """The same upload as a plain HTTP body, for gateways, browsers and curl:
+        `POST /v1/athletes/{id}/activities:upload?file_name=run.gpx` with the file as the
+        body. The first message names the athlete and the file; every message may carry
+        bytes in `body.data` (at most 1 MiB each), in order.
         """
 
 def add_ActivityServiceServicer_to_server(servicer: ActivityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
