@@ -56,6 +56,14 @@ class Measurements:
     elevation_gain_meters: float = 0.0
     average_heart_rate_bpm: float | None = None
     max_heart_rate_bpm: float | None = None
+    # Given by the source, else derived from the samples (domain.metrics.fill_measurements);
+    # None when neither has them (manual entries never do).
+    elevation_loss_meters: float | None = None
+    average_cadence_rpm: float | None = None
+    average_power_watts: float | None = None
+    max_power_watts: float | None = None
+    average_speed_meters_per_second: float | None = None
+    max_speed_meters_per_second: float | None = None
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ from samples and `fill_measurements` fills only what a source left empty. Decisi
   cadence and power count moving time only (a stop would drag them towards zero). Power
   keeps zeros while moving (coasting is part of the ride's work, and energy = average power
   x moving time stays true); cadence drops zeros (a coasting cyclist has no cadence to
-  average).
+  average). Maximum heart rate and maximum power are the highest readings, as devices and
+  Strava report them (a single spike is the sensor's word, not smoothed away).
 - **Speed.** Average = distance / moving time. Maximum = the highest median of
   `MAX_SPEED_MEDIAN_OF` consecutive interval speeds, so a single GPS spike (which inflates
   the interval into and out of a bad point) cannot be the maximum.
@@ -90,6 +91,7 @@ class SampleSummary:
     max_heart_rate_bpm: float | None = None
     average_cadence_rpm: float | None = None
     average_power_watts: float | None = None
+    max_power_watts: float | None = None
     max_speed_meters_per_second: float | None = None
     average_speed_meters_per_second: float | None = None
 
@@ -137,6 +139,7 @@ def summarize(samples: Sequence[Sample]) -> SampleSummary:
     distance = dists[-1] - dists[0] if dists is not None else None
     gain, loss = _elevation(times, [s.altitude_meters for s in clean])
     heart = [s.heart_rate_bpm for s in clean]
+    power = [s.power_watts for s in clean]
     recorded = [times[i] - times[i - 1] <= MAX_GAP_SECONDS for i in range(1, len(times))]
     return SampleSummary(
         start_time=t0,
@@ -151,7 +154,8 @@ def summarize(samples: Sequence[Sample]) -> SampleSummary:
         average_cadence_rpm=_time_weighted(
             times, [c if c else None for c in (s.cadence_rpm for s in clean)], moving
         ),
-        average_power_watts=_time_weighted(times, [s.power_watts for s in clean], moving),
+        average_power_watts=_time_weighted(times, power, moving),
+        max_power_watts=max((float(p) for p in power if p is not None), default=None),
         max_speed_meters_per_second=_max_speed(times, dists),
         average_speed_meters_per_second=(
             distance / moving_seconds if distance is not None and moving_seconds > 0 else None
@@ -162,7 +166,11 @@ def summarize(samples: Sequence[Sample]) -> SampleSummary:
 def fill_measurements(measurements: Measurements, summary: SampleSummary) -> Measurements:
     """`measurements` with the fields its source left empty (None or 0) taken from
     `summary`; a value the source gave is never overwritten, even where samples disagree
-    (the source may know better, e.g. a device's barometric gain)."""
+    (the source may know better, e.g. a device's barometric gain).
+
+    Filled: elapsed and moving time, distance, elevation gain and loss, average and maximum
+    heart rate, average cadence, average and maximum power, average and maximum speed. Not
+    the start time or time zone: those place the activity and are always the source's."""
     m = measurements
     elapsed = m.elapsed if m.elapsed > dt.timedelta(0) else summary.elapsed
     return dataclasses.replace(
@@ -174,7 +182,27 @@ def fill_measurements(measurements: Measurements, summary: SampleSummary) -> Mea
         elevation_gain_meters=_given(m.elevation_gain_meters, summary.elevation_gain_meters),
         average_heart_rate_bpm=_given(m.average_heart_rate_bpm, summary.average_heart_rate_bpm),
         max_heart_rate_bpm=_given(m.max_heart_rate_bpm, summary.max_heart_rate_bpm),
+        elevation_loss_meters=_given(m.elevation_loss_meters, summary.elevation_loss_meters),
+        average_cadence_rpm=_given(m.average_cadence_rpm, summary.average_cadence_rpm),
+        average_power_watts=_given(m.average_power_watts, summary.average_power_watts),
+        max_power_watts=_given(m.max_power_watts, summary.max_power_watts),
+        average_speed_meters_per_second=_given(
+            m.average_speed_meters_per_second, summary.average_speed_meters_per_second
+        ),
+        max_speed_meters_per_second=_given(
+            m.max_speed_meters_per_second, summary.max_speed_meters_per_second
+        ),
     )
+
+
+def fill_from_samples(measurements: Measurements, samples: Sequence[Sample]) -> Measurements:
+    """`fill_measurements` with the summary of `samples`; `measurements` unchanged when
+    there is nothing to summarize (no samples, or times that go backwards)."""
+    try:
+        summary = summarize(samples)
+    except ValueError:
+        return measurements
+    return fill_measurements(measurements, summary)
 
 
 def _given(given: _T, derived: float | None) -> _T | float:

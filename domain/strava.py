@@ -73,6 +73,9 @@ def activity_from_strava(
     if moving is not None and moving > elapsed:
         moving = elapsed  # Strava rounds each separately; never let moving exceed elapsed
     has_hr = raw.get("has_heartrate") is not False
+    # Strava estimates a ride's power without a power meter (device_watts false): a model's
+    # guess, not a measurement, so it is left out (the samples then have no power either).
+    measured_power = raw.get("device_watts") is not False
     measurements = Measurements(
         start_time=_start_time(raw.get("start_date"), external_id),
         elapsed=elapsed,
@@ -82,6 +85,12 @@ def activity_from_strava(
         elevation_gain_meters=_amount(raw, "total_elevation_gain", external_id),
         average_heart_rate_bpm=_heart_rate(raw.get("average_heartrate")) if has_hr else None,
         max_heart_rate_bpm=_heart_rate(raw.get("max_heartrate")) if has_hr else None,
+        # elev_high/elev_low are extremes, not a loss: the loss comes from the samples.
+        average_cadence_rpm=_positive(raw.get("average_cadence")),
+        average_power_watts=_positive(raw.get("average_watts")) if measured_power else None,
+        max_power_watts=_positive(raw.get("max_watts")) if measured_power else None,
+        average_speed_meters_per_second=_positive(raw.get("average_speed")),
+        max_speed_meters_per_second=_positive(raw.get("max_speed")),
     )
     violations = Violations()
     validate_edit(edit, violations, "activity")
@@ -181,6 +190,14 @@ def _amount(raw: Mapping[str, Any], key: str, external_id: str) -> float:
 def _heart_rate(value: object) -> float | None:
     """A plausible heart rate, else None: a sensor glitch must not cost the activity."""
     if _is_number(value) and 20 <= value <= 260:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    return None
+
+
+def _positive(value: object) -> float | None:
+    """A positive number, else None (not known): Strava sends 0 where it has nothing (a
+    manual activity's max_speed), and an odd value must not cost the activity."""
+    if _is_number(value) and value > 0:  # type: ignore[operator]
         return float(value)  # type: ignore[arg-type]
     return None
 

@@ -25,6 +25,7 @@ from domain.activities import (
 from domain.athletes import AthleteProfile
 from domain.best_efforts import best_efforts, offsets_from_samples
 from domain.errors import Aborted, NotFound, StrideError, Violations
+from domain.metrics import fill_from_samples
 from domain.sports import RUNNING_SPORTS
 from domain.training_load import HeartRatePoint, Load, activity_load, heart_rate_points
 from domain.validation import check_request_id
@@ -263,7 +264,10 @@ class ExternalActivities:
     ) -> tuple[Activity, bool, int]:
         """Store the activity and (unless `samples` is None) replace its samples, and its
         training load (from the samples given, else those stored), in one unit of work;
-        (activity, created, samples written)."""
+        (activity, created, samples written). What the source left empty in `measurements`
+        (elevation loss, moving time, averages...) is filled from the same samples
+        (domain.metrics.fill_from_samples), so an update without samples (a title edit)
+        keeps what the stored ones say."""
         with self.db.transaction() as session:
             # Held (FOR KEY SHARE) so the athlete is not deleted under the write; its
             # profile weighs the training load.
@@ -274,6 +278,14 @@ class ExternalActivities:
                 zone = athlete.profile.time_zone
                 measurements = dataclasses.replace(measurements, time_zone=zone)
             activities = ActivityRepository(session)
+            sample_repo = SampleRepository(session)
+            if samples is not None:
+                measurements = fill_from_samples(measurements, samples)
+            elif (stored := activities.get_external(athlete_id, self.source, external_id)) and (
+                count := stored[0].sample_count
+            ):
+                kept = sample_repo.chunk(stored[0].id, None, count)
+                measurements = fill_from_samples(measurements, kept)
             activity, created = activities.upsert_external(
                 athlete_id,
                 edit,
@@ -284,7 +296,6 @@ class ExternalActivities:
                 source_job_id=job_id,
             )
             written = 0
-            sample_repo = SampleRepository(session)
             start = measurements.start_time
             if samples is not None:
                 written = sample_repo.replace(activity.id, samples)

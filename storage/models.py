@@ -104,6 +104,14 @@ class ActivityRow(Base):
     elevation_gain_meters: Mapped[float] = mapped_column(Float, default=0.0)
     average_heart_rate_bpm: Mapped[float | None] = mapped_column(Float)
     max_heart_rate_bpm: Mapped[float | None] = mapped_column(Float)
+    # The source's, else derived from the samples (domain.metrics); NULL when neither has
+    # them, and for activities stored before 0009 until they are written again.
+    elevation_loss_meters: Mapped[float | None] = mapped_column(Float)
+    average_cadence_rpm: Mapped[float | None] = mapped_column(Float)
+    average_power_watts: Mapped[float | None] = mapped_column(Float)
+    max_power_watts: Mapped[float | None] = mapped_column(Float)
+    average_speed_meters_per_second: Mapped[float | None] = mapped_column(Float)
+    max_speed_meters_per_second: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(16))
     # Unique per (athlete, source); NULL for manual entries, so those never collide.
     external_id: Mapped[str | None] = mapped_column(String(200))

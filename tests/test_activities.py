@@ -10,7 +10,9 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
-from domain.activities import ActivityEdit, Measurements, Source
+from domain.activities import ActivityEdit, Measurements, Sample, Source
+from domain.metrics import summarize
+from services.activities import ExternalActivities
 from storage.database import Database
 from storage.repositories.activities import ActivityRepository
 from tests.support import ServerThread, seed_activity_with_samples, violations
@@ -377,3 +379,109 @@ def test_list_pages_through_what_one_job_created(
             activity_pb2.ListActivitiesRequest(parent=athlete, source_job="jobs/x")
         )
     assert set(violations(caught.value)) == {"source_job"}
+
+
+def _hill_samples(start: dt.datetime, seconds: int) -> list[Sample]:
+    """A ride at 5 m/s over a hill: 60 m up in the first half, 60 m down in the second."""
+    half = seconds / 2
+    return [
+        Sample(
+            time=start + dt.timedelta(seconds=i),
+            distance_meters=5.0 * i,
+            altitude_meters=100.0 + 60.0 * (1 - abs(i - half) / half),
+            heart_rate_bpm=130 + i % 20,
+            cadence_rpm=90,
+            power_watts=400 if i == 100 else 200,
+        )
+        for i in range(seconds + 1)
+    ]
+
+
+def test_sample_metrics_are_stored_and_read_back(
+    server: ServerThread, activities: Stub, athlete: str
+) -> None:
+    assert server.running is not None
+    athlete_id = athlete.split("/")[1]
+    with server.running.database.transaction() as session:
+        given = ActivityRepository(session).add(
+            athlete_id,
+            ActivityEdit(title="From a file", sport_type="Ride"),
+            Measurements(
+                start_time=START,
+                elapsed=dt.timedelta(hours=1),
+                elevation_loss_meters=321.5,
+                average_cadence_rpm=87.5,
+                average_power_watts=201.25,
+                max_power_watts=880.0,
+                average_speed_meters_per_second=7.75,
+                max_speed_meters_per_second=16.5,
+            ),
+            source=Source.FILE,
+            external_id="given.fit",
+        )
+    got = activities.GetActivity(
+        activity_pb2.GetActivityRequest(name=f"{athlete}/activities/{given.id}")
+    )
+    assert (
+        got.total_elevation_loss_meters,
+        got.average_cadence_rpm,
+        got.average_power_watts,
+        got.max_power_watts,
+        got.average_speed_meters_per_second,
+        got.max_speed_meters_per_second,
+    ) == (321.5, 87.5, 201.25, 880.0, 7.75, 16.5)
+
+    # A manual entry has none of them (and cannot set them: they are output only).
+    manual = _create(
+        activities, athlete, average_power_watts=250.0, max_speed_meters_per_second=9.0
+    )
+    for field in (
+        "total_elevation_loss_meters",
+        "average_cadence_rpm",
+        "average_power_watts",
+        "max_power_watts",
+        "average_speed_meters_per_second",
+        "max_speed_meters_per_second",
+    ):
+        assert not manual.HasField(field), field
+
+
+def test_an_external_activity_gets_what_its_source_lacks_from_its_samples(
+    server: ServerThread, activities: Stub, athlete: str
+) -> None:
+    assert server.running is not None
+    athlete_id = athlete.split("/")[1]
+    external = ExternalActivities(server.running.database, Source.FILE)
+    samples = _hill_samples(START, 1200)
+    summary = summarize(samples)
+    edit = ActivityEdit(title="Hill ride", sport_type="Ride")
+    # The source gave its own average power; everything else it left empty.
+    given = Measurements(start_time=START, elapsed=dt.timedelta(seconds=1200),
+                         average_power_watts=190.0)  # fmt: skip
+    activity, created, written = external.write(
+        athlete_id, "hill.fit", edit, given, {}, samples, None
+    )
+    assert (created, written) == (True, 1201)
+    name = f"{athlete}/activities/{activity.id}"
+    got = activities.GetActivity(activity_pb2.GetActivityRequest(name=name))
+    assert got.average_power_watts == 190.0  # the source's value wins
+    assert got.max_power_watts == 400.0
+    assert got.average_cadence_rpm == pytest.approx(90.0)
+    assert got.average_speed_meters_per_second == pytest.approx(5.0)
+    assert got.max_speed_meters_per_second == pytest.approx(5.0)
+    assert got.distance_meters == pytest.approx(6000.0)
+    assert got.moving_time.ToSeconds() == 1200
+    # Smoothing rounds the summit off by about a metre on each side.
+    assert got.total_elevation_gain_meters == pytest.approx(60.0, abs=2.0)
+    assert got.total_elevation_loss_meters == pytest.approx(60.0, abs=2.0)
+    assert got.total_elevation_loss_meters == summary.elevation_loss_meters
+    assert got.average_heart_rate_bpm == summary.average_heart_rate_bpm
+
+    # An update without samples (a title edit at the source) keeps what the stored ones say.
+    renamed = ActivityEdit(title="Hill ride, renamed", sport_type="Ride")
+    external.write(athlete_id, "hill.fit", renamed, given, {}, None, None)
+    again = activities.GetActivity(activity_pb2.GetActivityRequest(name=name))
+    assert again.title == "Hill ride, renamed"
+    assert again.total_elevation_loss_meters == got.total_elevation_loss_meters
+    assert again.average_speed_meters_per_second == got.average_speed_meters_per_second
+    assert again.max_power_watts == 400.0

@@ -334,6 +334,18 @@ def test_cadence_and_power_count_moving_time_and_cadence_drops_zeros() -> None:
     assert seconds(s.moving) == pytest.approx(150, abs=6)
     assert s.average_cadence_rpm == pytest.approx(90.0)
     assert s.average_power_watts == pytest.approx(200 * 100 / seconds(s.moving), rel=1e-9)
+    assert s.max_power_watts == 200.0
+
+
+def test_max_power_is_the_highest_reading_and_none_without_power() -> None:
+    times = [float(t) for t in range(10)]
+    watts = [150, 180, None, 640, 200, 0, 210, None, 190, 170]
+    samples = [
+        dataclasses.replace(x, power_watts=w)
+        for x, w in zip(run(times, [5.0 * t for t in times]), watts, strict=True)
+    ]
+    assert summarize(samples).max_power_watts == 640.0
+    assert summarize(run(times, [5.0 * t for t in times])).max_power_watts is None
 
 
 # -- fill_measurements -------------------------------------------------------------------------
@@ -347,6 +359,12 @@ SUMMARY = SampleSummary(
     elevation_gain_meters=120.0,
     average_heart_rate_bpm=150.0,
     max_heart_rate_bpm=180.0,
+    elevation_loss_meters=115.0,
+    average_cadence_rpm=88.0,
+    average_power_watts=210.0,
+    max_power_watts=720.0,
+    average_speed_meters_per_second=10_000.0 / 3300,
+    max_speed_meters_per_second=4.2,
 )
 
 
@@ -359,6 +377,12 @@ def test_fill_measurements_keeps_what_the_source_gave() -> None:
         elevation_gain_meters=90.0,
         average_heart_rate_bpm=140.0,
         max_heart_rate_bpm=170.0,
+        elevation_loss_meters=80.0,
+        average_cadence_rpm=85.0,
+        average_power_watts=190.0,
+        max_power_watts=650.0,
+        average_speed_meters_per_second=2.9,
+        max_speed_meters_per_second=4.0,
     )
     assert fill_measurements(given, SUMMARY) == given
 
@@ -374,7 +398,31 @@ def test_fill_measurements_fills_what_the_source_left_empty() -> None:
         elevation_gain_meters=120.0,
         average_heart_rate_bpm=150.0,
         max_heart_rate_bpm=180.0,
+        elevation_loss_meters=115.0,
+        average_cadence_rpm=88.0,
+        average_power_watts=210.0,
+        max_power_watts=720.0,
+        average_speed_meters_per_second=10_000.0 / 3300,
+        max_speed_meters_per_second=4.2,
     )
+
+
+def test_fill_measurements_treats_zero_as_empty_for_the_sample_metrics() -> None:
+    zeros = Measurements(
+        start_time=T0,
+        elapsed=dt.timedelta(seconds=3600),
+        elevation_loss_meters=0.0,
+        average_cadence_rpm=0.0,
+        average_power_watts=0.0,
+        average_speed_meters_per_second=0.0,
+    )
+    filled = fill_measurements(zeros, SUMMARY)
+    assert (
+        filled.elevation_loss_meters,
+        filled.average_cadence_rpm,
+        filled.average_power_watts,
+        filled.average_speed_meters_per_second,
+    ) == (115.0, 88.0, 210.0, 10_000.0 / 3300)
 
 
 def test_fill_measurements_keeps_moving_within_the_given_elapsed_time() -> None:

@@ -117,6 +117,10 @@ def test_nyc_marathon_exact_values() -> None:
     assert m.elapsed == dt.timedelta(seconds=13333)
     assert m.moving == dt.timedelta(seconds=13085)
     assert (m.average_heart_rate_bpm, m.max_heart_rate_bpm) == (170.1, 187.0)
+    assert (m.average_speed_meters_per_second, m.max_speed_meters_per_second) == (3.17, 5.6)
+    # No power meter, no cadence in the record, and Strava never states a loss.
+    assert (m.average_power_watts, m.max_power_watts, m.average_cadence_rpm) == (None,) * 3
+    assert m.elevation_loss_meters is None
 
 
 def test_2013_run_without_sport_type_or_heart_rate() -> None:
@@ -143,6 +147,9 @@ def test_manual_hike_and_listed_trail_runs() -> None:
     assert (sports.count("Run"), sports.count("TrailRun")) == (28, 2)
     assert listed[0].edit.title == "Run with Artyom"
     assert listed[0].measurements.average_heart_rate_bpm == 159.6
+    assert listed[0].measurements.average_cadence_rpm == 78.7
+    # A manual activity's max_speed of 0 means "not known", not standing still.
+    assert hike.measurements.max_speed_meters_per_second is None
 
 
 def test_key_by_type_distance_only_streams_have_no_time_to_place_samples() -> None:
@@ -341,6 +348,41 @@ def test_times_and_numbers_are_repaired_where_safe() -> None:
     no_hr = minimal(has_heartrate=False, average_heartrate=150, max_heartrate=170)
     assert activity_from_strava(no_hr, now=NOW).measurements.max_heart_rate_bpm is None
     assert activity_from_strava(minimal(moving_time=...), now=NOW).measurements.moving is None
+
+
+def test_power_cadence_and_speed_are_mapped_and_odd_values_dropped() -> None:
+    measured = activity_from_strava(
+        minimal(
+            sport_type="Ride",
+            average_cadence=86.4,
+            average_watts=212.3,
+            max_watts=812,
+            device_watts=True,
+            average_speed=7.9,
+            max_speed=15.2,
+        ),
+        now=NOW,
+    ).measurements
+    assert (measured.average_cadence_rpm, measured.average_power_watts) == (86.4, 212.3)
+    assert measured.max_power_watts == 812.0
+    assert (measured.average_speed_meters_per_second, measured.max_speed_meters_per_second) == (
+        7.9,
+        15.2,
+    )
+    # Strava's estimate for a ride without a power meter is not a measurement.
+    estimated = minimal(sport_type="Ride", average_watts=150.0, max_watts=400, device_watts=False)
+    m = activity_from_strava(estimated, now=NOW).measurements
+    assert (m.average_power_watts, m.max_power_watts) == (None, None)
+    odd = minimal(average_cadence=-3, average_watts="lots", average_speed=float("nan"),
+                  max_speed=True, max_watts=0)  # fmt: skip
+    m = activity_from_strava(odd, now=NOW).measurements
+    assert (
+        m.average_cadence_rpm,
+        m.average_power_watts,
+        m.max_power_watts,
+        m.average_speed_meters_per_second,
+        m.max_speed_meters_per_second,
+    ) == (None,) * 5
 
 
 def test_streams_without_time_give_no_samples() -> None:

@@ -135,6 +135,17 @@ def test_connect_with_a_pasted_code_then_sync_everything_once(
     )
     assert len(listed.activities) == len(expected)
     assert all(a.source_job == job.name for a in listed.activities)
+    # Strava's own averages are kept; what it never gives (elevation loss) comes from the
+    # streams, for exactly the activities whose streams carry altitude.
+    by_id = {str(a.id): a for a in expected}
+    for stored in listed.activities:
+        source = by_id[stored.external_id]
+        if source.average_speed:
+            assert stored.average_speed_meters_per_second == pytest.approx(source.average_speed)
+        streams = sim.streams(source)
+        with_altitude = streams is not None and streams.altitude is not None
+        assert stored.HasField("total_elevation_loss_meters") == with_altitude, source
+    assert any(a.HasField("total_elevation_loss_meters") for a in listed.activities)
 
 
 def test_an_edit_on_strava_updates_the_copy_and_a_deletion_arrives_by_webhook(

@@ -81,6 +81,12 @@ OUTPUT_ONLY = (
     "create_time",
     "update_time",
     "etag",
+    "total_elevation_loss_meters",
+    "average_cadence_rpm",
+    "average_power_watts",
+    "max_power_watts",
+    "average_speed_meters_per_second",
+    "max_speed_meters_per_second",
 )
 
 
@@ -178,6 +184,12 @@ def activity_to_proto(activity: Activity) -> activity_pb2.Activity:
             else ""
         ),
         age_grade=None if activity.age_grade is None else age_grade_to_proto(activity.age_grade),
+        total_elevation_loss_meters=m.elevation_loss_meters,
+        average_cadence_rpm=m.average_cadence_rpm,
+        average_power_watts=m.average_power_watts,
+        max_power_watts=m.max_power_watts,
+        average_speed_meters_per_second=m.average_speed_meters_per_second,
+        max_speed_meters_per_second=m.max_speed_meters_per_second,
     )
 
 

@@ -25,8 +25,22 @@ from domain.training_load import HeartRatePoint, Load
 from storage.models import ActivityRow, ActivitySampleRow
 from storage.repositories.keyset import after_position
 
+# Measurements stored under their own names, each a nullable column (migration 0009).
+SAMPLE_METRICS = (
+    "elevation_loss_meters",
+    "average_cadence_rpm",
+    "average_power_watts",
+    "max_power_watts",
+    "average_speed_meters_per_second",
+    "max_speed_meters_per_second",
+)
+
 # Every column but `raw`, which only re-computation reads; lists load plain rows, not ORM objects.
 _COLUMNS = [column for column in ActivityRow.__table__.columns if column.name != "raw"]
+
+
+def _sample_metrics(m: Measurements) -> dict[str, float | None]:
+    return {name: getattr(m, name) for name in SAMPLE_METRICS}
 
 
 def _to_domain(row: ActivityRow | Row[Any]) -> Activity:
@@ -48,6 +62,7 @@ def _to_domain(row: ActivityRow | Row[Any]) -> Activity:
             elevation_gain_meters=row.elevation_gain_meters,
             average_heart_rate_bpm=row.average_heart_rate_bpm,
             max_heart_rate_bpm=row.max_heart_rate_bpm,
+            **{name: getattr(row, name) for name in SAMPLE_METRICS},
         ),
         source=Source(row.source),
         external_id=row.external_id or "",
@@ -93,6 +108,7 @@ class ActivityRepository:
             elevation_gain_meters=m.elevation_gain_meters,
             average_heart_rate_bpm=m.average_heart_rate_bpm,
             max_heart_rate_bpm=m.max_heart_rate_bpm,
+            **_sample_metrics(m),
             source=source.value,
             external_id=external_id,
             request_id=request_id,
@@ -243,6 +259,7 @@ class ActivityRepository:
             "elevation_gain_meters": m.elevation_gain_meters,
             "average_heart_rate_bpm": m.average_heart_rate_bpm,
             "max_heart_rate_bpm": m.max_heart_rate_bpm,
+            **_sample_metrics(m),
             "raw": raw,
             "update_time": now,
         }

@@ -121,6 +121,12 @@ class Activity(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     SOURCE_JOB_FIELD_NUMBER: _builtins.int
     AGE_GRADE_FIELD_NUMBER: _builtins.int
+    TOTAL_ELEVATION_LOSS_METERS_FIELD_NUMBER: _builtins.int
+    AVERAGE_CADENCE_RPM_FIELD_NUMBER: _builtins.int
+    AVERAGE_POWER_WATTS_FIELD_NUMBER: _builtins.int
+    MAX_POWER_WATTS_FIELD_NUMBER: _builtins.int
+    AVERAGE_SPEED_METERS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    MAX_SPEED_METERS_PER_SECOND_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`athletes/{athlete}/activities/{activity}`."""
     title: _builtins.str
@@ -154,6 +160,24 @@ class Activity(_message.Message):
     `athletes/{athlete}/jobs/{job}`; empty for manual entries. It stays after the job
     itself has expired.
     """
+    total_elevation_loss_meters: _builtins.float
+    """The metrics below are the source's (Strava's summary, a file's totals) when it gives
+    them, else derived from the recorded samples; unset when neither has them (manual
+    entries, a channel that was not recorded, activities stored before the server knew
+    them). Averages over moving time except heart rate; see docs/decisions.md.
+
+    Elevation loss in metres (smoothed like `total_elevation_gain_meters`).
+    """
+    average_cadence_rpm: _builtins.float
+    """Average cadence (revolutions or steps of one foot per minute), zeros excluded."""
+    average_power_watts: _builtins.float
+    """Average power in watts over moving time (coasting counts as zero)."""
+    max_power_watts: _builtins.float
+    """Highest power reading in watts."""
+    average_speed_meters_per_second: _builtins.float
+    """Distance over moving time, in metres per second."""
+    max_speed_meters_per_second: _builtins.float
+    """Maximum speed in metres per second (from samples: the highest of 5-interval medians)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -201,19 +225,49 @@ class Activity(_message.Message):
         etag: _builtins.str = ...,
         source_job: _builtins.str = ...,
         age_grade: _analytics_pb2.AgeGradeResult | None = ...,
+        total_elevation_loss_meters: _builtins.float | None = ...,
+        average_cadence_rpm: _builtins.float | None = ...,
+        average_power_watts: _builtins.float | None = ...,
+        max_power_watts: _builtins.float | None = ...,
+        average_speed_meters_per_second: _builtins.float | None = ...,
+        max_speed_meters_per_second: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "age_grade", b"age_grade", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "elapsed_time", b"elapsed_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_average_cadence_rpm", b"_average_cadence_rpm", "_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_average_power_watts", b"_average_power_watts", "_average_speed_meters_per_second", b"_average_speed_meters_per_second", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "_max_power_watts", b"_max_power_watts", "_max_speed_meters_per_second", b"_max_speed_meters_per_second", "_total_elevation_loss_meters", b"_total_elevation_loss_meters", "age_grade", b"age_grade", "average_cadence_rpm", b"average_cadence_rpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "average_power_watts", b"average_power_watts", "average_speed_meters_per_second", b"average_speed_meters_per_second", "create_time", b"create_time", "elapsed_time", b"elapsed_time", "max_heart_rate_bpm", b"max_heart_rate_bpm", "max_power_watts", b"max_power_watts", "max_speed_meters_per_second", b"max_speed_meters_per_second", "moving_time", b"moving_time", "start_time", b"start_time", "total_elevation_loss_meters", b"total_elevation_loss_meters", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "age_grade", b"age_grade", "average_heart_rate_bpm", b"average_heart_rate_bpm", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "source_job", b"source_job", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_average_cadence_rpm", b"_average_cadence_rpm", "_average_heart_rate_bpm", b"_average_heart_rate_bpm", "_average_power_watts", b"_average_power_watts", "_average_speed_meters_per_second", b"_average_speed_meters_per_second", "_max_heart_rate_bpm", b"_max_heart_rate_bpm", "_max_power_watts", b"_max_power_watts", "_max_speed_meters_per_second", b"_max_speed_meters_per_second", "_total_elevation_loss_meters", b"_total_elevation_loss_meters", "age_grade", b"age_grade", "average_cadence_rpm", b"average_cadence_rpm", "average_heart_rate_bpm", b"average_heart_rate_bpm", "average_power_watts", b"average_power_watts", "average_speed_meters_per_second", b"average_speed_meters_per_second", "create_time", b"create_time", "description", b"description", "distance_meters", b"distance_meters", "elapsed_time", b"elapsed_time", "etag", b"etag", "external_id", b"external_id", "max_heart_rate_bpm", b"max_heart_rate_bpm", "max_power_watts", b"max_power_watts", "max_speed_meters_per_second", b"max_speed_meters_per_second", "moving_time", b"moving_time", "name", b"name", "sample_count", b"sample_count", "source", b"source", "source_job", b"source_job", "sport_type", b"sport_type", "start_time", b"start_time", "time_zone", b"time_zone", "title", b"title", "total_elevation_gain_meters", b"total_elevation_gain_meters", "total_elevation_loss_meters", b"total_elevation_loss_meters", "update_time", b"update_time", "visibility", b"visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__average_cadence_rpm: _TypeAlias = _typing.Literal["average_cadence_rpm"]  # noqa: Y015
+    _WhichOneofArgType__average_cadence_rpm: _TypeAlias = _typing.Literal["_average_cadence_rpm", b"_average_cadence_rpm"]  # noqa: Y015
     _WhichOneofReturnType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["average_heart_rate_bpm"]  # noqa: Y015
     _WhichOneofArgType__average_heart_rate_bpm: _TypeAlias = _typing.Literal["_average_heart_rate_bpm", b"_average_heart_rate_bpm"]  # noqa: Y015
+    _WhichOneofReturnType__average_power_watts: _TypeAlias = _typing.Literal["average_power_watts"]  # noqa: Y015
+    _WhichOneofArgType__average_power_watts: _TypeAlias = _typing.Literal["_average_power_watts", b"_average_power_watts"]  # noqa: Y015
+    _WhichOneofReturnType__average_speed_meters_per_second: _TypeAlias = _typing.Literal["average_speed_meters_per_second"]  # noqa: Y015
+    _WhichOneofArgType__average_speed_meters_per_second: _TypeAlias = _typing.Literal["_average_speed_meters_per_second", b"_average_speed_meters_per_second"]  # noqa: Y015
     _WhichOneofReturnType__max_heart_rate_bpm: _TypeAlias = _typing.Literal["max_heart_rate_bpm"]  # noqa: Y015
     _WhichOneofArgType__max_heart_rate_bpm: _TypeAlias = _typing.Literal["_max_heart_rate_bpm", b"_max_heart_rate_bpm"]  # noqa: Y015
+    _WhichOneofReturnType__max_power_watts: _TypeAlias = _typing.Literal["max_power_watts"]  # noqa: Y015
+    _WhichOneofArgType__max_power_watts: _TypeAlias = _typing.Literal["_max_power_watts", b"_max_power_watts"]  # noqa: Y015
+    _WhichOneofReturnType__max_speed_meters_per_second: _TypeAlias = _typing.Literal["max_speed_meters_per_second"]  # noqa: Y015
+    _WhichOneofArgType__max_speed_meters_per_second: _TypeAlias = _typing.Literal["_max_speed_meters_per_second", b"_max_speed_meters_per_second"]  # noqa: Y015
+    _WhichOneofReturnType__total_elevation_loss_meters: _TypeAlias = _typing.Literal["total_elevation_loss_meters"]  # noqa: Y015
+    _WhichOneofArgType__total_elevation_loss_meters: _TypeAlias = _typing.Literal["_total_elevation_loss_meters", b"_total_elevation_loss_meters"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__average_cadence_rpm) -> _WhichOneofReturnType__average_cadence_rpm | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__average_heart_rate_bpm) -> _WhichOneofReturnType__average_heart_rate_bpm | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__average_power_watts) -> _WhichOneofReturnType__average_power_watts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__average_speed_meters_per_second) -> _WhichOneofReturnType__average_speed_meters_per_second | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_heart_rate_bpm) -> _WhichOneofReturnType__max_heart_rate_bpm | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_power_watts) -> _WhichOneofReturnType__max_power_watts | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_speed_meters_per_second) -> _WhichOneofReturnType__max_speed_meters_per_second | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__total_elevation_loss_meters) -> _WhichOneofReturnType__total_elevation_loss_meters | None: ...
 
 Global___Activity: _TypeAlias = Activity  # noqa: Y015
 
