@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     )
     # Streams are charged by work: one more token per this many bytes streamed either way.
     rate_limit_stream_bytes_per_token: int = Field(default=64 * 1024, ge=1024)
+    # Uploads (client streams) are charged per this many bytes instead: an import of a large
+    # export is one deliberate act, not a stream of reads (20 MiB/s sustained by default).
+    rate_limit_upload_bytes_per_token: int = Field(default=2**20, ge=1024)
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
     # Prefix of every Redis key Stride writes (rate-limit buckets), so deployments and test
     # runs can share one Redis database.
@@ -174,6 +177,24 @@ class Settings(BaseSettings):
     # Strava's rate-limit windows (15 minutes, a day); shorter only against the simulator.
     strava_short_window_seconds: float = Field(default=900.0, gt=0)
     strava_long_window_seconds: float = Field(default=86400.0, gt=0)
+
+    # File import (UploadActivityFile). Uploads are staged here until their import job ends;
+    # workers on other hosts must see the same directory (a shared volume). Default:
+    # <data_dir>/imports.
+    import_staging_dir: Path | None = None
+    # Bytes one upload may carry, and one file may hold once decompressed (a single file's
+    # upload is held to both as it arrives).
+    import_max_upload_bytes: int = Field(default=2**30, ge=1024)
+    import_max_file_bytes: int = Field(default=256 * 2**20, ge=1024)
+    # All files of one archive together, decompressed; and the largest compression ratio a
+    # member may have (zip bombs).
+    import_max_archive_bytes: int = Field(default=4 * 2**30, ge=1024)
+    import_max_compression_ratio: float = Field(default=200.0, gt=1)
+    # An imported activity starting within this many seconds of one the athlete already has,
+    # with a distance within this fraction of it, is linked to it instead of stored twice.
+    # Seconds 0: no duplicate detection.
+    import_duplicate_start_seconds: float = Field(default=60.0, ge=0)
+    import_duplicate_distance_ratio: float = Field(default=0.02, ge=0)
 
     # API behaviour
     default_page_size: int = Field(default=50, ge=1)
@@ -251,6 +272,10 @@ class Settings(BaseSettings):
     @property
     def replica_database_urls(self) -> list[str]:
         return [url.get_secret_value() for url in self.database_replica_urls]
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.import_staging_dir or self.data_dir / "imports"
 
     @property
     def should_migrate_at_startup(self) -> bool:

@@ -171,6 +171,8 @@ class JobEvent:
     # The item just processed (e.g. an activity's name) and why it failed, if it did.
     item: str = ""
     item_error: str = ""
+    # Why the item failed, as a stable UPPER_SNAKE_CASE code (FILE_CORRUPT).
+    item_reason: str = ""
     resume_time: dt.datetime | None = None
     # Why the job failed (terminal FAILED) or a short note on the change.
     message: str = ""
@@ -187,6 +189,7 @@ class JobEvent:
             "progress": self.progress.to_json(),
             "item": self.item,
             "item_error": self.item_error,
+            "item_reason": self.item_reason,
             "resume_time": None if self.resume_time is None else self.resume_time.isoformat(),
             "message": self.message,
         }
@@ -204,6 +207,7 @@ class JobEvent:
             progress=Progress.from_json(payload.get("progress")),
             item=str(payload.get("item", "")),
             item_error=str(payload.get("item_error", "")),
+            item_reason=str(payload.get("item_reason", "")),
             resume_time=None if resume is None else dt.datetime.fromisoformat(resume),
             message=str(payload.get("message", "")),
         )

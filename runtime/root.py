@@ -23,18 +23,22 @@ from core.settings import ENV_PREFIX, Settings, SettingsError
 from core.telemetry import instrument_engine
 from domain.activities import Source
 from domain.athletes import Athlete, derived_inputs_changed
+from domain.files.archive import ArchiveLimits
+from domain.imports import DuplicateRule
 from domain.jobs import Job, JobKind
 from domain.pagination import PageTokens
 from services.activities import ActivityService, DerivedValues, ExternalActivities
 from services.analytics import AnalyticsService
 from services.athletes import AthleteService
 from services.dead_letters import DeadLetterService
+from services.imports import FileActivities, ImportService, UploadLimits
 from services.jobs import JobService, JobStore
 from services.paging import Paging
 from services.records import PersonalRecordService
 from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
+from storage.staging import Staging
 from tasks.declare import TaskRef
 from tasks.jobs import JOB_TASKS, enqueue_job
 from tasks.queue import StrideHuey, make_huey, sqlite_queue_path
@@ -164,6 +168,31 @@ class Runtime:
     @cached_property
     def strava_activities(self) -> ExternalActivities:
         return ExternalActivities(self.database, Source.STRAVA)
+
+    @cached_property
+    def staging(self) -> Staging:
+        return Staging(self.settings.staging_dir)
+
+    @cached_property
+    def imports(self) -> ImportService:
+        s = self.settings
+        limits = UploadLimits(s.import_max_upload_bytes, s.import_max_file_bytes)
+        return ImportService(self.database, self.job_store, self.staging, self.launch_job, limits)
+
+    @cached_property
+    def file_activities(self) -> FileActivities:
+        s = self.settings
+        rule = DuplicateRule(s.import_duplicate_start_seconds, s.import_duplicate_distance_ratio)
+        return FileActivities(self.database, rule)
+
+    @cached_property
+    def archive_limits(self) -> ArchiveLimits:
+        s = self.settings
+        return ArchiveLimits(
+            max_file_bytes=s.import_max_file_bytes,
+            max_total_bytes=s.import_max_archive_bytes,
+            max_ratio=s.import_max_compression_ratio,
+        )
 
     @cached_property
     def token_cipher(self) -> TokenCipher | None:

@@ -146,6 +146,7 @@ def _interceptors(
             max_per_caller=settings.max_streams_per_principal,
             idle_timeout=settings.stream_idle_timeout_seconds,
             bytes_per_token=settings.rate_limit_stream_bytes_per_token,
+            upload_bytes_per_token=settings.rate_limit_upload_bytes_per_token,
         ),
         AuthorizationInterceptor(),
     ]
@@ -198,7 +199,7 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
         AthleteServicer(runtime.athletes, tokens, runner), server
     )
     activity_pb2_grpc.add_ActivityServiceServicer_to_server(
-        ActivityServicer(runtime.activities, runner, settings.sample_chunk_size),
+        ActivityServicer(runtime.activities, runtime.imports, runner, settings.sample_chunk_size),
         server,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(

@@ -66,6 +66,7 @@ POLICY: dict[str, str | Callable[[Any], str | None]] = {
     "/stride.v1.ActivityService/StreamActivitySamples": _field("name"),
     # Client streaming: checked on the first message, which carries the header.
     "/stride.v1.ActivityService/UploadActivityFile": _field("header.parent"),
+    "/stride.v1.ActivityService/UploadActivityFileBody": _field("parent"),
     # AgeGrade's subject is a oneof: the athlete of `activity` or `athlete_performance`;
     # an explicit age and sex needs none (any token).
     "/stride.v1.AnalyticsService/AgeGrade": _age_grade_subject,

@@ -218,6 +218,7 @@ class JobStore:
         progress: Progress | None = None,
         item: str = "",
         item_error: str = "",
+        item_reason: str = "",
         resume_time: dt.datetime | None = None,
         message: str = "",
         checkpoint: Any = _UNSET,
@@ -250,6 +251,7 @@ class JobStore:
                 progress=progress,
                 item=item,
                 item_error=item_error,
+                item_reason=item_reason,
                 resume_time=resume_time,
                 message=message,
                 now=now,
@@ -301,6 +303,7 @@ class JobStore:
         result: Any = _UNSET,
         item: str = "",
         item_error: str = "",
+        item_reason: str = "",
     ) -> JobEvent:
         """Progress (and optionally the checkpoint a re-run resumes from, and `result`, what
         the job has produced so far: Job.result while it runs), atomically with its event."""
@@ -313,6 +316,7 @@ class JobStore:
             result=result,
             item=item,
             item_error=item_error,
+            item_reason=item_reason,
         )
 
     def heartbeat(self, job_id: str, owner: str) -> LeaseStatus:

@@ -157,6 +157,24 @@ class ActivityRow(Base):
     )
 
 
+class ActivityLinkRow(Base):
+    """An imported item (a file's activity) found to be an activity the athlete already had
+    (the duplicate rule): remembered so importing it again links again instead of storing
+    it twice. Goes with the activity it points to."""
+
+    __tablename__ = "activity_links"
+
+    athlete_id: Mapped[str] = mapped_column(
+        ForeignKey("athletes.id", ondelete="CASCADE"), primary_key=True
+    )
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    activity_id: Mapped[str] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    create_time: Mapped[dt.datetime] = mapped_column(default=_now)
+
+
 class ActivitySampleRow(Base):
     """One point of an activity's time series (a TimescaleDB hypertable when available)."""
 

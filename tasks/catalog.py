@@ -7,6 +7,7 @@ from typing import Any
 
 from tasks.declare import TaskRef
 from tasks.diagnostics import ping
+from tasks.imports import sweep_staging
 from tasks.jobs import prune_job_events, run_job, sweep_leases
 from tasks.recompute import recompute_stale
 from tasks.strava import connection, sync  # noqa: F401 (they register their job runners)
@@ -19,4 +20,5 @@ ALL: tuple[TaskRef[..., Any], ...] = (
     prune_job_events,
     strava_housekeeping,
     recompute_stale,
+    sweep_staging,
 )

@@ -107,6 +107,7 @@ class JobRun:
         result: dict[str, Any] | None = None,
         item: str = "",
         item_error: str = "",
+        item_reason: str = "",
     ) -> None:
         """An event with the job's progress; with `checkpoint`, where a re-run resumes; with
         `result`, what the job has produced so far (stored on the job with the event, so
@@ -118,7 +119,13 @@ class JobRun:
             changes["result"] = result
             self._result = result
         self.store.record_progress(
-            self.job.id, self.owner, progress, item=item, item_error=item_error, **changes
+            self.job.id,
+            self.owner,
+            progress,
+            item=item,
+            item_error=item_error,
+            item_reason=item_reason,
+            **changes,
         )
 
 

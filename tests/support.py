@@ -314,3 +314,22 @@ def seed_activity_with_samples(database: Database, count: int) -> tuple[str, str
             ],
         )
     return athlete.id, activity.id
+
+
+REAL_FIXTURES = Path(
+    os.environ.get(
+        "STRIDE_REAL_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+    )
+)
+
+
+def real_fixture(relative: str) -> Path:
+    """A file of ../shared/fixtures/real: required under CI, else the test is skipped."""
+    import pytest
+
+    path = REAL_FIXTURES / relative
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the real fixtures are required in CI: {path}")
+        pytest.skip(f"the real fixtures are not at {REAL_FIXTURES}")
+    return path

@@ -142,9 +142,11 @@ def event_to_proto(event: JobEvent, job: Job | None = None) -> job_pb2.JobEvent:
         item=event.item,
     )
     if event.item_error:
-        proto.item_error.CopyFrom(
-            status_pb2.Status(code=code_pb2.UNKNOWN, message=event.item_error)
-        )
+        # The item's own data could not be used (a corrupt file, a malformed record).
+        item_error = {"code": "INVALID_ARGUMENT", "message": event.item_error}
+        if event.item_reason:
+            item_error["reason"] = event.item_reason
+        proto.item_error.CopyFrom(error_to_status(item_error) or status_pb2.Status())
     if event.resume_time is not None:
         proto.resume_time.CopyFrom(datetime_to_timestamp(event.resume_time))
     if job is not None:

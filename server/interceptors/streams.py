@@ -5,8 +5,9 @@
 * A stream whose client stops reading (a response waits to be written) or stops sending
   (the next request does not arrive) for `idle_timeout` seconds ends DEADLINE_EXCEEDED.
 * Streams are charged by work: besides the call's cost, one token from the caller's bucket
-  per `bytes_per_token` bytes streamed either way. A caller out of tokens is slowed down
-  (the stream pauses until its bucket refills) rather than cut off.
+  per `bytes_per_token` bytes streamed to the client, and per `upload_bytes_per_token`
+  bytes the client streams (uploads: one deliberate act, however large). A caller out of
+  tokens is slowed down (the stream pauses until its bucket refills) rather than cut off.
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ class StreamInterceptor(AsyncServerInterceptor):
         max_per_caller: int,
         idle_timeout: float,
         bytes_per_token: int,
+        upload_bytes_per_token: int | None = None,
     ) -> None:
         self._quotas = quotas
         self._max = max_per_caller
         self._idle = idle_timeout
         self._bytes_per_token = bytes_per_token
+        self._upload_bytes_per_token = upload_bytes_per_token or bytes_per_token
         self._open: Counter[str] = Counter()
 
     async def intercept(
@@ -60,7 +63,8 @@ class StreamInterceptor(AsyncServerInterceptor):
         meter = _Meter(self._quotas, self._bytes_per_token)
         streaming_requests = is_stream(request_or_iterator)
         if streaming_requests:
-            request_or_iterator = self._requests(request_or_iterator, meter)
+            upload_meter = _Meter(self._quotas, self._upload_bytes_per_token)
+            request_or_iterator = self._requests(request_or_iterator, upload_meter)
         result = method(request_or_iterator, context)
         if is_stream(result):
             return self._responses(result, meter, context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
@@ -13,19 +14,31 @@ from stride.v1 import activity_pb2, activity_pb2_grpc, job_pb2
 
 from domain import names
 from domain.activities import EDITABLE_FIELDS, ActivityFilter, SampleQuery
-from domain.errors import Violations
+from domain.errors import InvalidArgument, Violations
+from domain.jobs import Job
 from server.blocking import BlockingRunner
 from server.convert import activities as convert
+from server.convert import jobs as convert_jobs
 from server.convert.common import fields_to_update, timestamp_to_datetime
 from services.activities import ActivityService
+from services.imports import ImportService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CHUNK_SIZE = 10_000
+MAX_UPLOAD_CHUNK = 2**20
+CANCEL_GRACE_SECONDS = 0.05
 
 
 class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
-    def __init__(self, activities: ActivityService, run: BlockingRunner, chunk_size: int) -> None:
+    def __init__(
+        self,
+        activities: ActivityService,
+        imports: ImportService,
+        run: BlockingRunner,
+        chunk_size: int,
+    ) -> None:
         self._activities = activities
+        self._imports = imports
         self._run = run
         self._chunk_size = chunk_size
 
@@ -149,7 +162,85 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         request_iterator: AsyncIterator[activity_pb2.UploadActivityFileRequest],
         context: Context,
     ) -> job_pb2.Job:
-        raise NotImplementedError  # file import arrives with the import jobs
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("content") != "header":
+            raise InvalidArgument.one("header", "the first message must be the header")
+        header = first.header
+        athlete_id = names.parse_athlete(header.parent, "header.parent")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for request in requests:
+                if request.WhichOneof("content") != "chunk":
+                    raise InvalidArgument.one("header", "only the first message is a header")
+                yield request.chunk
+
+        job = await self._upload(
+            athlete_id,
+            header.file_name,
+            header.size_bytes,
+            header.request_id,
+            chunks(),
+            "header.",
+            context,
+        )
+        return convert_jobs.job_to_proto(job)
+
+    async def UploadActivityFileBody(
+        self,
+        request_iterator: AsyncIterator[activity_pb2.UploadActivityFileBodyRequest],
+        context: Context,
+    ) -> job_pb2.Job:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            raise InvalidArgument.one("parent", "is required")
+        athlete_id = names.parse_athlete(first.parent, "parent")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield first.body.data
+            async for request in requests:
+                yield request.body.data
+
+        job = await self._upload(
+            athlete_id, first.file_name, 0, first.request_id, chunks(), "", context
+        )
+        return convert_jobs.job_to_proto(job)
+
+    async def _upload(
+        self,
+        athlete_id: str,
+        file_name: str,
+        size_bytes: int,
+        request_id: str,
+        chunks: AsyncIterator[bytes],
+        fields: str,
+        context: Context,
+    ) -> Job:
+        """Stage the chunks as they arrive and start the import job once all are in. A
+        call that ends any other way (cut off, cancelled, over a limit) removes what it
+        staged, before the error reaches the client."""
+        upload = await self._run(
+            self._imports.begin, athlete_id, file_name, size_bytes, request_id, fields
+        )
+        try:
+            async for chunk in chunks:
+                if len(chunk) > MAX_UPLOAD_CHUNK:
+                    raise InvalidArgument.one(
+                        "chunk", f"chunks are limited to {MAX_UPLOAD_CHUNK} bytes"
+                    )
+                if chunk:
+                    await self._run(upload.add, chunk)
+            # A client that cancels (or drops) mid-upload ends the request stream just as
+            # a finished one does; its cancellation reaches this task a moment later (the
+            # same RST_STREAM, through another completion). Wait that moment before
+            # creating the job, so a cut-off upload never starts one.
+            await asyncio.sleep(CANCEL_GRACE_SECONDS)
+            if context.cancelled() or context.done():
+                raise asyncio.CancelledError
+            return await self._run(self._imports.finish, athlete_id, upload, file_name, request_id)
+        finally:
+            upload.abort()  # a no-op once finished; otherwise waits for at most one write
 
 
 def _source_job(name: str, athlete_id: str, violations: Violations) -> str | None:

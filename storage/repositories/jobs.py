@@ -278,6 +278,7 @@ class JobRepository:
         progress: Progress | None = None,
         item: str = "",
         item_error: str = "",
+        item_reason: str = "",
         resume_time: dt.datetime | None = None,
         message: str = "",
         now: dt.datetime | None = None,
@@ -305,6 +306,7 @@ class JobRepository:
             progress=progress,
             item=item,
             item_error=item_error,
+            item_reason=item_reason,
             resume_time=row.resume_time,
             message=message,
         )
