@@ -17,6 +17,14 @@ from samples and `fill_measurements` fills only what a source left empty. Decisi
   long at the equator and 0.45 % short near the poles, 0.06 % long at 45 degrees; east-west
   legs err less. That is within the spread of GPS tracks themselves, and unlike Vincenty's
   iteration it is cheap and cannot fail to converge.
+- **Recording gaps.** A device does not count distance while its timer is stopped, but a
+  GPX or TCX without distance shows the stop only as a long interval between two points
+  far apart. An interval longer than `RECORDING_GAP_FACTOR` times the recording's usual
+  (median) interval, and at least `RECORDING_GAP_FLOOR_SECONDS`, is such a gap: it counts
+  the distance of one usual interval at the speed right after it (devices count from the
+  moment they resume), not the straight line across it. On the real Edge 1000 ride (a 32 s
+  stop while rolling at 7.5 m/s) the GPX then reads 661 m where the device said 662 m,
+  instead of 899 m. Smart recording (1 to 10 s intervals, median a few s) is not affected.
 - **Moving time.** An interval between two samples is moving unless it is a gap longer than
   `MAX_GAP_SECONDS` (the device stopped recording: auto-pause, a timer stop) or part of a
   sustained stop: a run of consecutive intervals below `MIN_MOVING_SPEED`, together at least
@@ -71,6 +79,8 @@ ELEVATION_HYSTERESIS_METERS = 3.0
 MAX_VERTICAL_SPEED = 10.0  # m/s: beyond any climb, ski descent or lift
 MAX_SPEED_MEDIAN_OF = 5
 _PLAUSIBLE_RATIO = 2.0
+RECORDING_GAP_FACTOR = 5.0
+RECORDING_GAP_FLOOR_SECONDS = 15.0
 
 _T = TypeVar("_T", bound=float | None)
 
@@ -133,7 +143,7 @@ def summarize(samples: Sequence[Sample]) -> SampleSummary:
         raise ValueError("no samples to summarize")
     t0 = clean[0].time
     times = [(s.time - t0).total_seconds() for s in clean]
-    dists, source = _distances(clean)
+    dists, source = _distances(clean, times)
     moving = _moving_flags(times, dists)
     moving_seconds = sum(times[i] - times[i - 1] for i in range(1, len(times)) if moving[i - 1])
     distance = dists[-1] - dists[0] if dists is not None else None
@@ -236,7 +246,9 @@ def _fill_forward(values: list[float | None]) -> list[float] | None:
     return out
 
 
-def _distances(samples: list[Sample]) -> tuple[list[float] | None, str | None]:
+def _distances(
+    samples: list[Sample], times: list[float]
+) -> tuple[list[float] | None, str | None]:
     device = _fill_forward(
         [
             d if d is not None and math.isfinite(d) and d >= 0 else None
@@ -244,6 +256,8 @@ def _distances(samples: list[Sample]) -> tuple[list[float] | None, str | None]:
         ]
     )
     geodesic = _fill_forward(geodesic_distance(samples))
+    if geodesic is not None:
+        geodesic = _bridge_recording_gaps(times, geodesic)
     if device is not None:
         total = device[-1] - device[0]
         if total > 0 and (
@@ -255,6 +269,26 @@ def _distances(samples: list[Sample]) -> tuple[list[float] | None, str | None]:
     if geodesic is not None:
         return geodesic, "geodesic"
     return None, None
+
+
+def _bridge_recording_gaps(times: list[float], cumulative: list[float]) -> list[float]:
+    """`cumulative` with each recording gap counted as one usual interval at the speed after
+    it (see the module docstring)."""
+    spans = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+    if not spans:
+        return cumulative
+    usual = spans[len(spans) // 2]
+    threshold = max(RECORDING_GAP_FLOOR_SECONDS, RECORDING_GAP_FACTOR * usual)
+    out = [cumulative[0]]
+    for i in range(1, len(times)):
+        step = cumulative[i] - cumulative[i - 1]
+        if times[i] - times[i - 1] > threshold:
+            after = 0.0
+            if i + 1 < len(times) and times[i + 1] > times[i]:
+                after = (cumulative[i + 1] - cumulative[i]) / (times[i + 1] - times[i])
+            step = min(step, after * usual)
+        out.append(out[-1] + step)
+    return out
 
 
 def _moving_flags(times: list[float], dists: list[float] | None) -> list[bool]:

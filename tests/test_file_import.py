@@ -27,6 +27,8 @@ from stride.v1 import (
     job_pb2_grpc,
 )
 
+from domain.files.detect import parse_file
+from domain.imports import activity_from_file
 from tests.import_flow import (
     all_activities,
     import_and_watch,
@@ -185,6 +187,23 @@ def test_every_real_file_imports_or_fails_with_its_reason(
         if "distance" in expected:
             assert activity.distance_meters == pytest.approx(expected["distance"], rel=0.01), name
     assert _staged(server) == []  # removed when the job ended
+
+
+def test_the_edge_1000_ride_reads_the_same_in_gpx_tcx_and_fit() -> None:
+    read = {}
+    for name in (
+        "gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx",
+        "tcx/ride_edge1000_hr-cad-power_5laps.tcx",
+        "fit/ride_edge1000_hr-cad-power.fit",
+    ):
+        (parsed,) = parse_file(name, real_fixture(name).read_bytes())
+        read[name[:3]] = activity_from_file(parsed, None, "Europe/Amsterdam")[1]
+    fit = read["fit"]
+    for other in (read["gpx"], read["tcx"]):
+        assert other.start_time == fit.start_time
+        assert other.elapsed == fit.elapsed
+        assert other.distance_meters == pytest.approx(fit.distance_meters, rel=0.01)
+        assert other.moving == fit.moving
 
 
 def test_the_multisport_file_gives_one_activity_per_sport(channel: grpc.Channel) -> None:

@@ -649,3 +649,48 @@ def test_real_gain_minus_loss_is_the_net_climb(name: str, settled: int) -> None:
     assert 50 < s.elevation_gain_meters < 150
     net = s.elevation_gain_meters - s.elevation_loss_meters
     assert net == pytest.approx(altitudes[-1] - altitudes[settled], abs=10)
+
+
+def test_a_recording_gap_without_device_distance_counts_one_interval_not_the_straight_line() -> (
+    None
+):
+    # 1 Hz along a meridian at 5 m/s, then the timer stops for 40 s while the rider rolls
+    # on 200 m, then 1 Hz again: the gap counts one interval (5 m) at the speed after it.
+    start = dt.datetime(2024, 5, 1, 8, tzinfo=dt.UTC)
+    metres_per_degree = math.pi * 6_371_008.8 / 180
+    samples = []
+    position = 0.0
+    for second in [*range(0, 60), *range(100, 160)]:
+        if second == 100:
+            position += 200.0 - 5.0  # the stretch ridden with the timer stopped
+        samples.append(
+            Sample(
+                time=start + dt.timedelta(seconds=second),
+                latitude=45 + position / metres_per_degree,
+                longitude=7.0,
+            )
+        )
+        position += 5.0
+    s = summarize(samples)
+    assert s.distance_source == "geodesic"
+    assert s.distance_meters == pytest.approx(119 * 5.0, rel=1e-3)
+    assert seconds(s.moving) == 118  # the gap is a stop: 59 + 59 one-second intervals
+
+
+def test_smart_recording_intervals_are_not_gaps() -> None:
+    # Irregular 1-10 s intervals at 4 m/s: every metre counts.
+    start = dt.datetime(2024, 5, 1, 8, tzinfo=dt.UTC)
+    metres_per_degree = math.pi * 6_371_008.8 / 180
+    rng = random.Random(7)
+    samples, second = [], 0
+    for _ in range(300):
+        samples.append(
+            Sample(
+                time=start + dt.timedelta(seconds=second),
+                latitude=45 + 4.0 * second / metres_per_degree,
+                longitude=7.0,
+            )
+        )
+        second += rng.choice([1, 1, 2, 3, 5, 8, 10])
+    s = summarize(samples)
+    assert s.distance_meters == pytest.approx(4.0 * seconds(s.elapsed), rel=1e-3)
