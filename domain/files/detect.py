@@ -53,6 +53,17 @@ def sniff(data: bytes) -> str | None:
     return _ROOTS.get(root, f"an XML <{root}> document")
 
 
+def _trim_before_declaration(data: bytes) -> bytes:
+    """Blank lines before `<?xml ...?>`, which some web exporters write and XML forbids:
+    expat would call the whole file corrupt over them."""
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    body = data[len(bom) :]
+    stripped = body.lstrip(b" \t\r\n")
+    if len(stripped) < len(body) and stripped.startswith(b"<?xml"):
+        return bom + stripped
+    return data
+
+
 def parse_file(name: str, data: bytes) -> list[ParsedActivity]:
     """The activities in one file named `name` (a GPX file gives one).
 
@@ -75,9 +86,9 @@ def parse_file(name: str, data: bytes) -> list[ParsedActivity]:
         raise FileError("FILE_TYPE_MISMATCH", f"named .{file_format} but holds {found}")
     try:
         if file_format is FileFormat.GPX:
-            return [parse_gpx(data)]
+            return [parse_gpx(_trim_before_declaration(data))]
         if file_format is FileFormat.TCX:
-            return parse_tcx(data)
+            return parse_tcx(_trim_before_declaration(data))
         return parse_fit(data)
     except FileError:
         raise
