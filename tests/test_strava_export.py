@@ -185,7 +185,7 @@ def test_unreadable_csv_is_corrupt(data: bytes) -> None:
         ("2020/10/07 午後2:43:11", (2020, 10, 7, 14, 43, 11)),
     ],
 )
-def test_dates(text: str, expected: tuple[int, ...]) -> None:
+def test_dates(text: str, expected: tuple[int, int, int, int, int, int]) -> None:
     assert parse_date(text) == dt.datetime(*expected, tzinfo=dt.UTC)
 
 
