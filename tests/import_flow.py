@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import zipfile
@@ -93,3 +94,22 @@ def item_errors(events: list[Any]) -> dict[str, str]:
                     reason = info.reason
             errors[event.item] = reason
     return errors
+
+
+def gpx_track(start: dt.datetime, points: int, *, speed: float = 3.0) -> bytes:
+    """A GPX 1.1 run: one point a second heading north at `speed` m/s, with heart rate."""
+    rows = []
+    for i in range(points):
+        time = (start + dt.timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows.append(
+            f'<trkpt lat="{45 + i * speed / 111_195:.7f}" lon="7.0"><ele>{200 + i % 7}</ele>'
+            f"<time>{time}</time><extensions><gpxtpx:TrackPointExtension>"
+            f"<gpxtpx:hr>{120 + i % 30}</gpxtpx:hr></gpxtpx:TrackPointExtension></extensions>"
+            "</trkpt>"
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="stride-tests" '
+        'xmlns="http://www.topografix.com/GPX/1/1" '
+        'xmlns:gpxtpx="http://www.garmin.com/xmlschemas/TrackPointExtension/v1">'
+        "<trk><type>running</type><trkseg>" + "".join(rows) + "</trkseg></trk></gpx>"
+    ).encode()

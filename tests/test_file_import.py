@@ -5,10 +5,13 @@ the real fixtures of ../shared/fixtures/real, hostile uploads beside good files.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import io
 import re
+import stat
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -271,6 +274,91 @@ def test_an_upload_matching_an_activity_from_another_source_is_linked(
     assert job.state == SUCCEEDED
     assert (job.result.created, job.result.skipped) == (0, 1)
     assert [a.name for a in all_activities(channel, athlete)] == [manual.name]
+
+
+# Hostile archives ---------------------------------------------------------------------------
+
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE gpx [<!ENTITY secret SYSTEM "file:///etc/passwd">]>
+<gpx version="1.1" creator="x" xmlns="http://www.topografix.com/GPX/1/1"><trk><name>&secret;</name>
+<trkseg><trkpt lat="1" lon="1"><time>2020-01-01T00:00:00Z</time></trkpt></trkseg></trk></gpx>"""
+LAUGHS = (
+    b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+    + b"".join(
+        f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'.encode()
+        for i in range(1, 10)
+    )
+    + b']><gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1"><trk><name>&lol9;</name>'
+    b"</trk></gpx>"
+)
+
+
+def _huge_gpx(points: int) -> bytes:
+    start = dt.datetime(2021, 3, 1, tzinfo=dt.UTC)
+    rows = (
+        f'<trkpt lat="{45 + i * 1e-5:.6f}" lon="7"><time>'
+        f"{(start + dt.timedelta(seconds=i)).strftime('%Y-%m-%dT%H:%M:%SZ')}</time></trkpt>"
+        for i in range(points)
+    )
+    return (
+        '<gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1"><trk><trkseg>'
+        + "".join(rows)
+        + "</trkseg></trk></gpx>"
+    ).encode()
+
+
+def _hostile_zip(good: bytes, fit: bytes) -> tuple[bytes, dict[str, str]]:
+    """A zip holding one good file and one of each hostile entry; the reason each gets."""
+    buffer = io.BytesIO()
+    expected: dict[str, str] = {}
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("activities/good.gpx", good)
+        for name in ("../../escape.gpx", "/etc/absolute.gpx"):
+            archive.writestr(name, good)
+            expected[name] = "FILE_UNSAFE"
+        link = zipfile.ZipInfo("activities/link.gpx")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+        expected["activities/link.gpx"] = "FILE_UNSAFE"
+        with archive.open("activities/bomb.gpx", "w") as bomb:  # 64 MiB of zeros: ~64 KiB
+            for _ in range(64):
+                bomb.write(bytes(2**20))
+        expected["activities/bomb.gpx"] = "FILE_UNSAFE"
+        archive.writestr("activities/xxe.gpx", XXE)
+        expected["activities/xxe.gpx"] = "FILE_UNSAFE"
+        archive.writestr("activities/laughs.gpx", LAUGHS)
+        expected["activities/laughs.gpx"] = "FILE_UNSAFE"
+        archive.writestr("activities/really-a-fit.gpx", fit)
+        expected["activities/really-a-fit.gpx"] = "FILE_WRONG_TYPE"
+        archive.writestr("activities/truncated.fit.gz", gzip.compress(fit)[:-200])
+        expected["activities/truncated.fit.gz"] = "FILE_CORRUPT"
+        archive.writestr("activities/garbage.fit", bytes(range(256)) * 40)
+        expected["activities/garbage.fit"] = "FILE_WRONG_TYPE"
+        archive.writestr("activities/nested.zip", zip_of({"inner.gpx": good}))
+        expected["activities/nested.zip"] = "FILE_UNSUPPORTED"
+        archive.writestr("activities/huge.gpx", _huge_gpx(500_001))
+        expected["activities/huge.gpx"] = "FILE_TOO_LARGE"
+    return buffer.getvalue(), expected
+
+
+def test_hostile_entries_fail_alone_and_the_good_file_imports(tmp_path: Path) -> None:
+    good = real_fixture("gpx/run_garmin-connect_hr-cad.gpx").read_bytes()
+    fit = real_fixture("fit/run_fenix5_hr-cad_short.fit").read_bytes()
+    data, expected = _hostile_zip(good, fit)
+    settings = make_settings(tmp_path / "data", None)
+    with ServerThread(settings) as server, channel_as(server.address, ADMIN_TOKEN) as channel:
+        athlete = create_athlete(channel)
+        job, events = import_and_watch(channel, athlete, "hostile.zip", data)
+        assert job.state == SUCCEEDED, job.error
+        assert item_errors(events) == expected
+        assert (job.result.created, job.result.failed) == (1, len(expected))
+        (activity,) = all_activities(channel, athlete)
+        assert activity.external_id.startswith(sha256(good))
+        assert "root:" not in activity.title  # no entity was expanded into it
+        assert _staged(server) == []
+        # The server is unharmed: the next upload imports as usual.
+        again, _ = import_and_watch(channel, athlete, "fenix.fit", fit)
+        assert again.result.created == 1
 
 
 # Uploads that never become a job -----------------------------------------------------------
