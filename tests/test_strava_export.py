@@ -7,6 +7,7 @@ import datetime as dt
 
 import pytest
 
+from domain.files import strava_export as export_module
 from domain.files.model import FileError
 from domain.files.strava_export import (
     parse_activities_csv,
@@ -226,3 +227,36 @@ def test_numbers(text: str, expected: float | None) -> None:
 def test_sport_types(value: str, sport: str | None) -> None:
     assert sport_from_export(value) == sport
     assert sport is None or sport in SPORT_TYPES
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "ID de actividad,Fecha de la actividad,Nombre de la actividad,Tipo de actividad,Distancia,"
+        "Nombre del archivo",
+        "ID attività,Data attività,Nome attività,Tipo di attività,Distanza,Nome file",
+        "ID da atividade,Data da atividade,Nome da atividade,Tipo de atividade,Distância,"
+        "Nome do arquivo",
+        "Activiteit-ID,Activiteitsdatum,Naam activiteit,Activiteitstype,Afstand,Bestandsnaam",
+        "アクティビティID,アクティビティの日付,アクティビティ名,アクティビティタイプ,距離,ファイル名",
+    ],
+)
+def test_other_languages(header: str) -> None:
+    data = f'{header}\n5,"2020-10-07 14:43:11",Titel,Run,"5,5",activities/5.gpx\n'.encode()
+    (row,) = parse_activities_csv(data).rows
+    assert (row.activity_id, row.title, row.sport_type) == ("5", "Titel", "Run")
+    assert row.start_time == dt.datetime(2020, 10, 7, 14, 43, 11, tzinfo=dt.UTC)
+    assert row.distance_meters == pytest.approx(5500)
+    assert row.file_name == "activities/5.gpx"
+
+
+def test_header_and_sport_tables_do_not_collide() -> None:
+    """Each normalised header name means one column, each alias one sport."""
+    meanings: dict[str, str] = {}
+    for key, names in export_module._HEADERS.items():
+        for name in names:
+            assert meanings.setdefault(export_module.normalise(name), key) == key, name
+    sports = {export_module.normalise(s): s for s in SPORT_TYPES}
+    for sport, aliases in export_module._SPORT_ALIASES.items():
+        for alias in aliases:
+            assert sports.setdefault(export_module.normalise(alias), sport) == sport, alias

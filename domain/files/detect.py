@@ -4,7 +4,8 @@ The name picks the parser (.gpx, .tcx, .fit, each optionally .gz: `Upload.read` 
 removed the compression). The content is sniffed first so a mismatch gets a clear
 FILE_TYPE_MISMATCH ("named .gpx but holds a FIT file") instead of a parser's puzzled
 "not well-formed XML". Content nobody recognises goes to the named parser, whose own error
-(FILE_CORRUPT, FILE_WRONG_TYPE) is the most precise one.
+(FILE_CORRUPT, FILE_WRONG_TYPE) is the most precise one. Blank lines before an XML
+declaration, which XML forbids but some exporters write, are dropped before parsing.
 
 Every parser error is a FileError by contract; anything else a parser raises on garbage is
 wrapped here as FILE_CORRUPT, so one bad file can never fail a whole import (expat, for
