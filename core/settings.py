@@ -133,10 +133,11 @@ class Settings(BaseSettings):
         default_factory=lambda: {
             "SyncService/StartSync": 20.0,
             "ActivityService/UploadActivityFile": 20.0,
+            "ActivityService/UploadActivityFileBody": 20.0,
             "SyncService/ConnectStrava": 5.0,
         }
     )
-    # Streams are charged by work: one more token per this many bytes streamed either way.
+    # Streams are charged by work: one more token per this many bytes streamed to the client.
     rate_limit_stream_bytes_per_token: int = Field(default=64 * 1024, ge=1024)
     # Uploads (client streams) are charged per this many bytes instead: an import of a large
     # export is one deliberate act, not a stream of reads (20 MiB/s sustained by default).

@@ -31,6 +31,8 @@ from domain.files.strava_export import ExportRow
 from domain.metrics import fill_measurements, summarize
 
 DEFAULT_SPORT = "Workout"
+MAX_TITLE = 200
+MAX_DESCRIPTION = 10_000
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
@@ -66,8 +68,8 @@ def activity_from_file(
         if parsed.untimed_points:
             raise FileError(
                 "FILE_NO_TIMESTAMPS",
-                f"{parsed.untimed_points} points without times (a route or a plan?): "
-                "nothing says when it happened",
+                f"no recorded points, only {parsed.untimed_points} position(s) without times "
+                "(a route, a plan or waypoints): nothing says when it happened",
             )
         raise FileError("FILE_NO_ACTIVITY", "no recorded points (no track, laps or records)")
     try:
@@ -82,7 +84,7 @@ def activity_from_file(
     edit = ActivityEdit(
         title=_title(title, sport, summary.start_time, time_zone),
         sport_type=sport,
-        description=description,
+        description=description[:MAX_DESCRIPTION],
     )
     return edit, measurements
 
@@ -100,14 +102,14 @@ def activity_from_row(row: ExportRow, time_zone: str) -> tuple[ActivityEdit, Mea
     edit = ActivityEdit(
         title=_title(row.title, sport, row.start_time, time_zone),
         sport_type=sport,
-        description=row.description or "",
+        description=(row.description or "")[:MAX_DESCRIPTION],
     )
     return edit, measurements
 
 
 def _title(given: str | None, sport: str, start: dt.datetime, time_zone: str) -> str:
     if given and given.strip():
-        return given.strip()[:200]
+        return given.strip()[:MAX_TITLE]
     try:
         hour = start.astimezone(ZoneInfo(time_zone)).hour if time_zone else start.hour
     except (ZoneInfoNotFoundError, ValueError):
