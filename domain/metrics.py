@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -246,9 +247,7 @@ def _fill_forward(values: list[float | None]) -> list[float] | None:
     return out
 
 
-def _distances(
-    samples: list[Sample], times: list[float]
-) -> tuple[list[float] | None, str | None]:
+def _distances(samples: list[Sample], times: list[float]) -> tuple[list[float] | None, str | None]:
     device = _fill_forward(
         [
             d if d is not None and math.isfinite(d) and d >= 0 else None
@@ -274,7 +273,7 @@ def _distances(
 def _bridge_recording_gaps(times: list[float], cumulative: list[float]) -> list[float]:
     """`cumulative` with each recording gap counted as one usual interval at the speed after
     it (see the module docstring)."""
-    spans = sorted(b - a for a, b in zip(times, times[1:], strict=False) if b > a)
+    spans = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
     if not spans:
         return cumulative
     usual = spans[len(spans) // 2]

@@ -142,7 +142,7 @@ def _expected(relative: str, data: bytes) -> dict[str, float]:
         return {
             "samples": len(times),
             "duration": (times[-1] - times[0]).total_seconds(),
-            "distance": distances[-1] - distances[0],
+            "distance": max(distances) - distances[0],  # an odometer (one file resets at its end)
         }
     points = re.findall(r"<trkpt[^>]*>.*?</trkpt>", text, re.S)
     times = sorted({t for p in points for t in _times(p, "time")})

@@ -2,9 +2,10 @@
 
 The name picks the parser (.gpx, .tcx, .fit, each optionally .gz: `Upload.read` has already
 removed the compression). The content is sniffed first so a mismatch gets a clear
-FILE_TYPE_MISMATCH ("named .gpx but holds a FIT file") instead of a parser's puzzled
-"not well-formed XML". Content nobody recognises goes to the named parser, whose own error
-(FILE_CORRUPT, FILE_WRONG_TYPE) is the most precise one. Blank lines before an XML
+FILE_WRONG_TYPE ("named .gpx but holds a FIT file") instead of a parser's puzzled "not
+well-formed XML". Content nobody recognises, and XML of another root (well-formed or not),
+goes to the named parser, whose own error (FILE_CORRUPT for XML that is not well-formed,
+FILE_WRONG_TYPE naming the root it found) is the most precise one. Blank lines before an XML
 declaration, which XML forbids but some exporters write, are dropped before parsing.
 
 Every parser error is a FileError by contract; anything else a parser raises on garbage is
@@ -31,8 +32,8 @@ _ROOT = re.compile(r"^\s*<(?:[A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)")
 
 
 def sniff(data: bytes) -> str | None:
-    """What the content is ("a FIT file", "gzip-compressed data", "an XML <kml> document"),
-    or None when it is none of what an activity upload holds."""
+    """What the content is ("a FIT file", "a GPX file", "gzip-compressed data"), or None
+    when it is none of the kinds an activity upload holds (other XML included)."""
     if data[8:12] == b".FIT":
         return _LABELS[FileFormat.FIT]
     if data.startswith(b"\x1f\x8b"):
@@ -50,8 +51,7 @@ def sniff(data: bytes) -> str | None:
     match = _ROOT.match(_PROLOGUE.sub("", text))
     if match is None:
         return None
-    root = match[1]
-    return _ROOTS.get(root, f"an XML <{root}> document")
+    return _ROOTS.get(match[1])
 
 
 def _trim_before_declaration(data: bytes) -> bytes:
@@ -69,7 +69,7 @@ def parse_file(name: str, data: bytes) -> list[ParsedActivity]:
     """The activities in one file named `name` (a GPX file gives one).
 
     Raises FileError: FILE_UNSUPPORTED (not .gpx/.tcx/.fit), FILE_CORRUPT (empty, or
-    damaged), FILE_TYPE_MISMATCH (content of another kind than the name says, or still
+    damaged), FILE_WRONG_TYPE (content of another kind than the name says, or still
     gzip-compressed), and the parsers' own reasons.
     """
     base = name.replace("\\", "/").rsplit("/", 1)[-1].lower()
@@ -84,7 +84,7 @@ def parse_file(name: str, data: bytes) -> list[ParsedActivity]:
     found = sniff(data)
     expected = _LABELS[file_format]
     if found is not None and found != expected:
-        raise FileError("FILE_TYPE_MISMATCH", f"named .{file_format} but holds {found}")
+        raise FileError("FILE_WRONG_TYPE", f"named .{file_format} but holds {found}")
     try:
         if file_format is FileFormat.GPX:
             return [parse_gpx(_trim_before_declaration(data))]
