@@ -158,6 +158,13 @@ class Progress:
         )
 
 
+def result_counts(result: Any) -> dict[str, int] | None:
+    """The counts of a job's result (created, failed...), without its lists."""
+    if not isinstance(result, dict):
+        return None
+    return {k: v for k, v in result.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
 @dataclass(frozen=True)
 class JobEvent:
     """One change of a job, numbered 1, 2, 3... per job with no gaps. A heartbeat (sent by
@@ -177,6 +184,9 @@ class JobEvent:
     # Why the job failed (terminal FAILED) or a short note on the change.
     message: str = ""
     heartbeat: bool = False
+    # The job's result counts right after the step (None on events stored before they were
+    # kept: the job's current result stands in).
+    result: dict[str, int] | None = None
 
     @property
     def ends_job(self) -> bool:
@@ -192,6 +202,7 @@ class JobEvent:
             "item_reason": self.item_reason,
             "resume_time": None if self.resume_time is None else self.resume_time.isoformat(),
             "message": self.message,
+            "result": self.result,
         }
 
     @classmethod
@@ -210,6 +221,7 @@ class JobEvent:
             item_reason=str(payload.get("item_reason", "")),
             resume_time=None if resume is None else dt.datetime.fromisoformat(resume),
             message=str(payload.get("message", "")),
+            result=result_counts(payload.get("result")),
         )
 
     def to_json(self) -> dict[str, Any]:

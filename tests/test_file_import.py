@@ -32,6 +32,7 @@ from stride.v1 import (
 
 from domain.files.detect import parse_file
 from domain.imports import activity_from_file
+from tests.export_factory import strava_export
 from tests.import_flow import (
     all_activities,
     import_and_watch,
@@ -274,6 +275,69 @@ def test_an_upload_matching_an_activity_from_another_source_is_linked(
     assert job.state == SUCCEEDED
     assert (job.result.created, job.result.skipped) == (0, 1)
     assert [a.name for a in all_activities(channel, athlete)] == [manual.name]
+
+
+# Strava bulk exports -----------------------------------------------------------------------
+
+
+def test_a_strava_export_of_500_activities_imports_watched_live_and_once(
+    channel: grpc.Channel, server: ServerThread, tmp_path: Path
+) -> None:
+    # (Localized exports: tests/test_strava_export.py reads them without a server.)
+    path = tmp_path / "export.zip"
+    expected = strava_export(path, 500)
+    athlete = create_athlete(channel)
+    job = upload(channel, athlete, "export_4711.zip", path.read_bytes())
+    events = watch(channel, job.name)  # from the first event, while the job runs
+
+    assert [e.state for e in events][-1] == SUCCEEDED
+    running = [e for e in events if e.state == job_pb2.JOB_STATE_RUNNING and e.item]
+    assert len(running) == len(expected)  # one event per file (and per manual row)
+    assert [e.progress.done for e in running] == list(range(1, len(expected) + 1))
+    assert {e.progress.total for e in running} == {len(expected)}
+    assert [e.result.created for e in running] == list(range(1, len(expected) + 1))
+    assert not any(e.HasField("item_error") for e in events)
+
+    stored = {a.start_time.ToDatetime(dt.UTC): a for a in all_activities(channel, athlete)}
+    assert len(stored) == len(expected)
+    for want in expected:
+        got = stored[want.start_time]
+        assert got.title == want.title
+        assert got.sport_type == common_pb2.SportType.Value(_sport_enum(want.sport_type))
+        assert got.sample_count == want.sample_count
+        assert got.distance_meters == pytest.approx(want.distance_meters, rel=0.01)
+        assert got.elapsed_time.ToTimedelta().total_seconds() == pytest.approx(
+            want.elapsed_seconds, abs=1
+        )
+
+    again, _ = import_and_watch(channel, athlete, "export_4711.zip", path.read_bytes())
+    assert (again.result.created, again.result.unchanged) == (0, len(expected))
+    assert len(all_activities(channel, athlete)) == len(expected)
+    assert _staged(server) == []
+
+
+def _sport_enum(sport: str) -> str:
+    return "SPORT_TYPE_" + re.sub(r"(?<=[a-z])(?=[A-Z])", "_", sport).upper()
+
+
+def test_cancelling_an_import_stops_between_files_and_keeps_what_was_imported(
+    channel: grpc.Channel, server: ServerThread, tmp_path: Path
+) -> None:
+    path = tmp_path / "export.zip"
+    strava_export(path, 400)
+    athlete = create_athlete(channel)
+    job = upload(channel, athlete, "export.zip", path.read_bytes())
+    jobs = job_pb2_grpc.JobServiceStub(channel)
+    for event in jobs.WatchJob(job_pb2.WatchJobRequest(name=job.name), timeout=120):
+        if event.progress.done >= 20:
+            jobs.CancelJob(job_pb2.CancelJobRequest(name=job.name))
+            break
+    ended = _ended(channel, job.name)
+    assert ended.state == job_pb2.JOB_STATE_CANCELLED
+    kept = all_activities(channel, athlete)
+    assert 20 <= len(kept) == ended.result.created < 400
+    assert ended.progress.done == len(kept)
+    assert _staged(server) == []
 
 
 # Hostile archives ---------------------------------------------------------------------------

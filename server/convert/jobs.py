@@ -132,8 +132,8 @@ def job_to_proto(job: Job) -> job_pb2.Job:
 
 
 def event_to_proto(event: JobEvent, job: Job | None = None) -> job_pb2.JobEvent:
-    """A stored event; `job` (read after the event) adds its result, cancellation flag and
-    error, which the stored event does not carry."""
+    """A stored event, with the result counts it carries; `job` (read after the event) adds
+    the cancellation flag and error, and the result where the event has none."""
     proto = job_pb2.JobEvent(
         sequence=event.sequence,
         time=datetime_to_timestamp(event.time),
@@ -149,9 +149,12 @@ def event_to_proto(event: JobEvent, job: Job | None = None) -> job_pb2.JobEvent:
         proto.item_error.CopyFrom(error_to_status(item_error) or status_pb2.Status())
     if event.resume_time is not None:
         proto.resume_time.CopyFrom(datetime_to_timestamp(event.resume_time))
+    if event.result is not None:
+        proto.result.CopyFrom(result_to_proto(event.result))
     if job is not None:
         proto.cancel_requested = job.cancel_requested
-        proto.result.CopyFrom(result_to_proto(job.result))
+        if event.result is None or event.ends_job:
+            proto.result.CopyFrom(result_to_proto(job.result))
     if event.state == JobState.FAILED:
         error = error_to_status(job.error if job is not None else None) or status_pb2.Status(
             code=code_pb2.UNKNOWN, message=event.message

@@ -23,6 +23,7 @@ from domain.jobs import (
     JobKind,
     JobState,
     Progress,
+    result_counts,
 )
 from storage.models import AthleteRow, DeadLetterRow, JobEventRow, JobRow
 from storage.repositories.keyset import after_position
@@ -309,6 +310,7 @@ class JobRepository:
             item_reason=item_reason,
             resume_time=row.resume_time,
             message=message,
+            result=result_counts(row.result),
         )
         self.session.add(
             JobEventRow(job_id=row.id, sequence=sequence, time=now, payload=event.payload())
