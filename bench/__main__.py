@@ -1,8 +1,8 @@
 """`make bench`: every benchmark, each against its baseline in the same run.
 
 `python -m bench --only fairness` (or `BENCH_ONLY=fairness`) runs just the named ones
-(comma-separated: reads, interceptors, fairness, job-events, sync, analytics). The
-fairness, job-events, sync and analytics benchmarks have their own options:
+(comma-separated: reads, interceptors, fairness, job-events, sync, analytics, imports).
+The fairness, job-events, sync, analytics and imports benchmarks have their own options:
 `python -m bench.fairness --help`, `python -m bench.job_events --help`, and so on.
 """
 
@@ -10,7 +10,7 @@ import argparse
 import os
 from collections.abc import Callable
 
-from bench import analytics, fairness, interceptors, job_events, reads, sync
+from bench import analytics, fairness, imports, interceptors, job_events, reads, sync
 
 BENCHMARKS: dict[str, Callable[[], object]] = {
     "reads": reads.run,
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, Callable[[], object]] = {
     "job-events": job_events.run,
     "sync": sync.run,
     "analytics": analytics.run,
+    "imports": imports.run,
 }
 
 parser = argparse.ArgumentParser(prog="python -m bench")
