@@ -24,7 +24,9 @@ from samples and `fill_measurements` fills only what a source left empty. Decisi
   the distance of one usual interval at the speed right after it (devices count from the
   moment they resume), not the straight line across it. On the real Edge 1000 ride (a 32 s
   stop while rolling at 7.5 m/s) the GPX then reads 661 m where the device said 662 m,
-  instead of 899 m. Smart recording (1 to 10 s intervals, median a few s) is not affected.
+  instead of 899 m. Smart recording (1 to 10 s intervals) and the distance-triggered
+  logging of handhelds (a point every ~10 m: up to 8 times the median interval on a slow
+  climb, in the real GPSBabel file) stay well below the factor of 20.
 - **Moving time.** An interval between two samples is moving unless it is a gap longer than
   `MAX_GAP_SECONDS` (the device stopped recording: auto-pause, a timer stop) or part of a
   sustained stop: a run of consecutive intervals below `MIN_MOVING_SPEED`, together at least
@@ -80,7 +82,7 @@ ELEVATION_HYSTERESIS_METERS = 3.0
 MAX_VERTICAL_SPEED = 10.0  # m/s: beyond any climb, ski descent or lift
 MAX_SPEED_MEDIAN_OF = 5
 _PLAUSIBLE_RATIO = 2.0
-RECORDING_GAP_FACTOR = 5.0
+RECORDING_GAP_FACTOR = 20.0
 RECORDING_GAP_FLOOR_SECONDS = 15.0
 
 _T = TypeVar("_T", bound=float | None)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import itertools
+import math
 import re
 import stat
 import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fitdecode
@@ -147,7 +150,31 @@ def _expected(relative: str, data: bytes) -> dict[str, float]:
         }
     points = re.findall(r"<trkpt[^>]*>.*?</trkpt>", text, re.S)
     times = sorted({t for p in points for t in _times(p, "time")})
-    return {"samples": len(times), "duration": (times[-1] - times[0]).total_seconds()}
+    # Along the timed points of each segment, on a sphere (no recording gaps in these).
+    distance = 0.0
+    for segment in re.findall(r"<trkseg>(.*?)</trkseg>", text, re.S):
+        timed = [
+            p for p in re.findall(r"<trkpt([^>]*)>(.*?)</trkpt>", segment, re.S) if "<time>" in p[1]
+        ]
+        spots = [
+            (float(re.search(r'lat="([^"]+)"', a)[1]), float(re.search(r'lon="([^"]+)"', a)[1]))  # type: ignore[index]
+            for a, _ in timed
+        ]
+        distance += sum(_sphere(*a, *b) for a, b in itertools.pairwise(spots))
+    return {
+        "samples": len(times),
+        "duration": (times[-1] - times[0]).total_seconds(),
+        "distance": distance,
+    }
+
+
+def _sphere(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(a))
 
 
 def _real_files() -> dict[str, bytes]:
@@ -208,6 +235,24 @@ def test_the_edge_1000_ride_reads_the_same_in_gpx_tcx_and_fit() -> None:
         assert other.elapsed == fit.elapsed
         assert other.distance_meters == pytest.approx(fit.distance_meters, rel=0.01)
         assert other.moving == fit.moving
+
+
+def test_the_same_upload_twice_at_once_stores_each_activity_once(
+    channel: grpc.Channel,
+) -> None:
+    files = {
+        name: real_fixture(name).read_bytes()
+        for name in ("tcx/run_forerunner410_hr.tcx", "fit/run_stryd_hr-cad-power_devfields.fit")
+    }
+    data = zip_of(files)
+    athlete = create_athlete(channel)
+    with ThreadPoolExecutor(2) as pool:
+        jobs = list(pool.map(lambda n: upload(channel, athlete, f"copy{n}.zip", data), range(2)))
+    ended = [_ended(channel, job.name) for job in jobs]
+    assert [job.state for job in ended] == [SUCCEEDED, SUCCEEDED]
+    assert sum(job.result.created for job in ended) == 2
+    assert sum(job.result.failed for job in ended) == 0
+    assert len(all_activities(channel, athlete)) == 2
 
 
 def test_the_multisport_file_gives_one_activity_per_sport(channel: grpc.Channel) -> None:
