@@ -261,13 +261,16 @@ class ExternalActivities:
         raw: dict[str, Any],
         samples: list[Sample] | None,
         job_id: str | None,
+        *,
+        derived: bool = False,
     ) -> tuple[Activity, bool, int]:
         """Store the activity and (unless `samples` is None) replace its samples, and its
         training load (from the samples given, else those stored), in one unit of work;
         (activity, created, samples written). What the source left empty in `measurements`
         (elevation loss, moving time, averages...) is filled from the same samples
         (domain.metrics.fill_from_samples), so an update without samples (a title edit)
-        keeps what the stored ones say."""
+        keeps what the stored ones say; `derived`: the caller already did so from `samples`
+        (a file import), and they are not summarized twice."""
         with self.db.transaction() as session:
             # Held (FOR KEY SHARE) so the athlete is not deleted under the write; its
             # profile weighs the training load.
@@ -280,7 +283,8 @@ class ExternalActivities:
             activities = ActivityRepository(session)
             sample_repo = SampleRepository(session)
             if samples is not None:
-                measurements = fill_from_samples(measurements, samples)
+                if not derived:
+                    measurements = fill_from_samples(measurements, samples)
             elif (stored := activities.get_external(athlete_id, self.source, external_id)) and (
                 count := stored[0].sample_count
             ):

@@ -192,7 +192,7 @@ class FileActivities:
         if duplicate is not None:
             return Stored(Outcome.LINKED, duplicate)
         activity, created, written = self.writer.write(
-            athlete_id, external_id, edit, measurements, raw, samples, job_id
+            athlete_id, external_id, edit, measurements, raw, samples, job_id, derived=True
         )
         outcome = Outcome.CREATED if created else Outcome.UNCHANGED
         return Stored(outcome, activity.id, written)
