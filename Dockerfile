@@ -20,6 +20,8 @@ COPY storage/ storage/
 COPY tasks/ tasks/
 COPY runtime/ runtime/
 COPY server/ server/
+COPY cli/ cli/
+COPY gateway/ gateway/
 RUN pip install . \
     && cd / && rm -rf /opt/stride-src
 
