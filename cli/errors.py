@@ -100,6 +100,14 @@ class CallError:
         return out
 
 
+def retry_delay(error: grpc.RpcError) -> float | None:
+    """How long to wait before trying again, when the server said so (rate limits)."""
+    found = CallError.of(error)
+    if found.status_code != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    return found.retry_after_seconds
+
+
 def _status_of(call: grpc.Call) -> status_pb2.Status | None:
     try:
         trailers: Any = call.trailing_metadata() or ()

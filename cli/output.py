@@ -57,7 +57,9 @@ class Output:
     ) -> None:
         table = Table(title=title, header_style="bold")
         for column in columns:
-            table.add_column(column, overflow="fold")
+            # Ids and names stay whole (they are copied into other commands).
+            whole = column in ("id", "name", "job")
+            table.add_column(column, overflow="fold", no_wrap=whole, min_width=len(column))
         count = 0
         for row in rows:
             table.add_row(*row)

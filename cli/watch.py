@@ -20,14 +20,11 @@ from rich.progress import (
 )
 from stride.v1 import job_pb2
 
-from cli.errors import status_lines
+from cli.errors import retry_delay, status_lines
 from cli.output import Output, enum_label, to_dict
 
 # A server restart, a dropped connection, a proxy in between going away.
 RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
-TERMINAL = frozenset(
-    {job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_CANCELLED}
-)
 
 
 class WatchStub(Protocol):
@@ -49,9 +46,10 @@ def job_events(
 ) -> Iterator[job_pb2.JobEvent]:
     """Every event of job `name` after sequence `after`, once each, until the job ends.
 
-    When the stream breaks with UNAVAILABLE the watch starts again with `after_sequence`
-    set to the last sequence seen (the server replays only what came later; anything
-    replayed twice all the same is dropped), backing off up to 5 s between attempts and
+    When the stream breaks with UNAVAILABLE (or RESOURCE_EXHAUSTED with a RetryInfo) the
+    watch starts again with `after_sequence` set to the last sequence seen (the server
+    replays only what came later; anything replayed twice all the same is dropped),
+    backing off up to 5 s between attempts (or as long as RetryInfo says) and
     giving up after `give_up_seconds` without an event."""
     last = after
     failing_since: float | None = None
@@ -71,7 +69,9 @@ def job_events(
             return
         except grpc.RpcError as error:
             code = error.code() if callable(getattr(error, "code", None)) else None
-            if code not in RECONNECT_CODES:
+            # Too many streams or a spent rate limit: wait as long as the server says.
+            wait = retry_delay(error) if code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+            if code not in RECONNECT_CODES and wait is None:
                 raise
             now = time.monotonic()
             if failing_since is None:
@@ -80,7 +80,7 @@ def job_events(
                 raise
             if on_reconnect is not None:
                 on_reconnect(last, error)
-            sleep(delay)
+            sleep(max(delay, wait or 0.0))
             delay = min(delay * 2, 5.0)
 
 

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+import time
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import grpc
 from stride.v1 import activity_pb2, job_pb2
 
 from cli.app import App, athlete_option, common_options, pass_app, progress_option
 from cli.connection import athlete_name
+from cli.errors import retry_delay
 from cli.output import short_id
 from cli.watch import JobWatcher, Outcome, counts, state_label
 
 CHUNK_BYTES = 1024 * 1024  # the server's limit per chunk message
 IMPORTABLE = (".gpx", ".tcx", ".fit", ".gz", ".zip")
+UPLOAD_ATTEMPTS = 6
+
+
+@dataclass
+class Upload:
+    """One upload, hence one import job: a file, a zip as given, or several files bundled."""
+
+    label: str
+    path: Path
+    file_name: str
 
 
 def expand(paths: tuple[Path, ...]) -> list[Path]:
@@ -33,22 +49,60 @@ def expand(paths: tuple[Path, ...]) -> list[Path]:
             found.extend(inside)
         else:
             found.append(path)
-    return found
+    return list(dict.fromkeys(found))
+
+
+def plan(files: list[Path], scratch: Path) -> list[Upload]:
+    """Each .zip (a Strava export) is its own upload; other files go in one upload, bundled
+    into a zip when there are several, so one job shows them all as files done of total."""
+    archives = [p for p in files if p.suffix.lower() == ".zip"]
+    singles = [p for p in files if p.suffix.lower() != ".zip"]
+    uploads = [Upload(p.name, p, p.name) for p in archives]
+    if len(singles) == 1:
+        uploads.insert(0, Upload(singles[0].name, singles[0], singles[0].name))
+    elif singles:
+        bundle = scratch / "stride-import.zip"
+        used: set[str] = set()
+        with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in singles:
+                name, number = path.name, 1
+                while name in used:  # same name in two folders
+                    number += 1
+                    name = f"{path.stem}-{number}{path.suffix}"
+                used.add(name)
+                archive.write(path, arcname=name)
+        uploads.insert(0, Upload(f"{len(singles)} files", bundle, bundle.name))
+    return uploads
 
 
 def upload_requests(
-    parent: str, path: Path, on_chunk: object = None
+    parent: str, upload: Upload
 ) -> Iterator[activity_pb2.UploadActivityFileRequest]:
     """The header, then the file's bytes in chunks of at most 1 MiB."""
-    size = path.stat().st_size
+    size = upload.path.stat().st_size
     yield activity_pb2.UploadActivityFileRequest(
-        header=activity_pb2.UploadHeader(parent=parent, file_name=path.name, size_bytes=size)
+        header=activity_pb2.UploadHeader(parent=parent, file_name=upload.file_name, size_bytes=size)
     )
-    with path.open("rb") as stream:
+    with upload.path.open("rb") as stream:
         while chunk := stream.read(CHUNK_BYTES):
             yield activity_pb2.UploadActivityFileRequest(chunk=chunk)
-            if callable(on_chunk):
-                on_chunk(len(chunk))
+
+
+def send(app: App, parent: str, upload: Upload) -> job_pb2.Job:
+    """Upload, waiting and trying again while the server says it is rate limited."""
+    connection = app.connection
+    for attempt in range(UPLOAD_ATTEMPTS):
+        try:
+            return connection.activities.UploadActivityFile(
+                upload_requests(parent, upload), metadata=connection.metadata
+            )
+        except grpc.RpcError as error:
+            wait = retry_delay(error)
+            if wait is None or attempt == UPLOAD_ATTEMPTS - 1:
+                raise
+            app.output.notice(f"{upload.label}: rate limited, trying again in {wait:.1f} s")
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 @click.command(name="import")
@@ -65,36 +119,40 @@ def upload_requests(
 @progress_option
 @pass_app
 def import_files(app: App, paths: tuple[Path, ...], athlete: str | None, no_watch: bool) -> None:
-    """Import activity files (GPX, TCX, FIT, optionally .gz) or a Strava export (.zip).
+    """Import activity files (GPX, TCX, FIT, optionally .gz) or Strava exports (.zip).
 
-    Each PATH is uploaded (a directory: its activity files) and becomes one import job;
-    the jobs are then watched live: files done of total, created/skipped/failed, and each
-    file that fails with its reason. Exits 1 when a job fails or is cancelled; a job that
-    imported some files and failed others succeeds (the failures are listed)."""
+    Files (and the activity files of a directory) are uploaded together as one import
+    job; each .zip is a job of its own. The jobs are watched live: files done of total,
+    created/skipped/failed, and each file that fails with its reason (reconnecting if the
+    connection drops). Exits 1 when a job fails or is cancelled; a job that imported
+    some files and failed others succeeds (the failures are listed).
+
+    \b
+    stride import run.fit ride.gpx.gz
+    stride import ~/Downloads/export_12345.zip"""
     parent = athlete_name(athlete)
     files = expand(paths)
-    connection = app.connection
     output = app.output
-    uploaded: list[tuple[Path, job_pb2.Job]] = []
-    for path in files:
-        job = connection.activities.UploadActivityFile(
-            upload_requests(parent, path), metadata=connection.metadata
-        )
-        uploaded.append((path, job))
-        if output.as_json:
-            output.json_line({"job": job.name, "file": str(path), "uploaded": True})
-        else:
-            output.notice(f"uploaded {path} ({path.stat().st_size:,} bytes): job {job.name}")
+    started: list[tuple[Upload, job_pb2.Job]] = []
+    with tempfile.TemporaryDirectory(prefix="stride-import-") as scratch:
+        for upload in plan(files, Path(scratch)):
+            job = send(app, parent, upload)
+            started.append((upload, job))
+            if output.as_json:
+                output.json_line({"job": job.name, "file": upload.label, "uploaded": True})
+            else:
+                output.notice(f"uploaded {upload.label}: job {job.name}")
     if no_watch:
         if not output.as_json:
             output.table(
-                ["file", "job"], ([str(p), j.name] for p, j in uploaded), title="Import jobs"
+                ["file", "job"], ([u.label, j.name] for u, j in started), title="Import jobs"
             )
         return
+    connection = app.connection
     outcomes: list[Outcome] = []
     with JobWatcher(output, connection.jobs, connection.metadata) as watcher:
-        for path, job in uploaded:
-            outcomes.append(watcher.watch(job.name, path.name))
+        for upload, job in started:
+            outcomes.append(watcher.watch(job.name, upload.label))
     if not output.as_json:
         summarize(app, outcomes)
     if not all(outcome.ok for outcome in outcomes):

@@ -96,14 +96,14 @@ def list_tokens(app: App, athlete: str | None, limit: int, page_size: int | None
 
 
 @group.command(name="revoke")
-@click.argument("token")
+@click.argument("token_name", metavar="TOKEN")
 @athlete_option
 @common_options
 @pass_app
-def revoke_token(app: App, token: str, athlete: str | None) -> None:
+def revoke_token(app: App, token_name: str, athlete: str | None) -> None:
     """Revoke TOKEN (athletes/ID/accessTokens/ID, or its id with --athlete), and every
     token created through it."""
-    name = child_name(token, "accessTokens", athlete)
+    name = child_name(token_name, "accessTokens", athlete)
     connection = app.connection
     connection.athletes.DeleteAccessToken(
         athlete_pb2.DeleteAccessTokenRequest(name=name), metadata=connection.metadata
