@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test gen lint check-gen bench migrate strava-sim clean
+.PHONY: run test gen lint check-gen bench migrate strava-sim gateway clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,12 @@ migrate: $(STAMP)
 ## strava-sim: the Strava-compatible simulator on 127.0.0.1:8700 (more options: STRAVA_SIM_ARGS)
 strava-sim: $(STAMP)
 	$(PY) -m tests.strava_sim --port 8700 --seed 1 --athletes 3 --activities 300 $(STRAVA_SIM_ARGS)
+
+## gateway: Envoy on 127.0.0.1:8080 in front of `make run` (REST/JSON, gRPC-Web; admin on 127.0.0.1:9901; other addresses: GATEWAY_ARGS)
+GATEWAY_ARGS ?= --listen 127.0.0.1:8080 --upstream 127.0.0.1:50051 --cors-origin http://localhost:8080
+gateway: $(STAMP)
+	$(PY) -m gateway.render $(GATEWAY_ARGS) --out build/envoy.yaml
+	$(VENV)/bin/envoy -c build/envoy.yaml --log-level warn
 
 clean:
 	rm -rf $(VENV) node_modules build .mypy_cache .ruff_cache .pytest_cache

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -74,6 +81,11 @@ class Settings(BaseSettings):
     reuse_port: bool = False
     # Calls beyond this many at once are refused with RESOURCE_EXHAUSTED (health exempt).
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    # Proxies (IP addresses or CIDR networks, a JSON list) whose `x-forwarded-for` is
+    # believed: a call from one of them is attributed, for the per-IP rate limit and the
+    # access log, to the header's last address (the one that proxy appended). From any other
+    # peer the header is ignored. Empty: the peer is always the client.
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     # Streaming calls one principal may hold open at once.
     max_streams_per_principal: int = Field(default=8, ge=1)
     # A stream whose client reads nothing (or, for client streams, sends nothing) for this

@@ -1,5 +1,10 @@
 """Compile protos/: Python code and stubs into gen/, or descriptor images for buf.
 
+`gen` also writes gen/stride.binpb, the descriptor set Envoy's gRPC-JSON transcoder reads
+(gateway/): stride.v1 with every import, source info kept for stride's own files only (the
+imported googleapis and well-known files carry none, so a newer googleapis-common-protos
+with reworded comments does not make gen/ stale).
+
 buf cannot reach the BSR here, so `google/api/*` comes from the installed
 googleapis-common-protos package and buf works on images that protoc builds.
 `image --ref REF` builds the contract as it was at a git revision, for `buf breaking`;
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import google.api
 import grpc_tools
+from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +43,8 @@ GEN = ROOT / "gen"
 # the baseline moved in 38c1627; see docs/decisions.md). Issue 10 corrected the then
 # unused analytics contract and moved it to the protos/ tree of that correction.
 RELEASED_V1 = "7bf5ed42c35c96741b0b74a4f3845836229250d0"
+# Imported by no stride file, yet needed in the gateway's descriptor set (see descriptor_set).
+ERROR_PROTOS = ("google/rpc/error_details.proto", "google/rpc/status.proto")
 
 
 def _includes(protos: Path) -> list[str]:
@@ -45,12 +53,12 @@ def _includes(protos: Path) -> list[str]:
     return [f"-I{protos}", f"-I{googleapis}", f"-I{well_known}"]
 
 
-def _protoc(args: list[str], protos: Path = PROTOS) -> None:
+def _protoc(args: list[str], protos: Path = PROTOS, extra: tuple[str, ...] = ()) -> None:
     # protoc looks up the mypy plugins on PATH; put this interpreter's bin dir first.
     bin_dir = str(Path(sys.executable).parent)
     os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     sources = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
-    if protoc.main(["protoc", *_includes(protos), *args, *sources]) != 0:
+    if protoc.main(["protoc", *_includes(protos), *args, *sources, *extra]) != 0:
         raise SystemExit("protoc failed")
 
 
@@ -69,6 +77,27 @@ def generate() -> None:
     for package in packages:
         (package / "__init__.py").touch()
     (GEN / "stride" / "py.typed").write_text("")
+    descriptor_set(GEN / "stride.binpb")
+
+
+def descriptor_set(out: Path) -> None:
+    """The descriptor set for Envoy's transcoder (`--include_imports`), written only when its
+    content changed. It also holds the error detail messages (google.rpc.ErrorInfo, BadRequest,
+    ...): Envoy prints an error's google.rpc.Status as JSON only when it can resolve every
+    detail's type."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "stride.binpb"
+        _protoc(
+            ["--include_imports", "--include_source_info", f"--descriptor_set_out={raw}"],
+            extra=ERROR_PROTOS,
+        )
+        files = descriptor_pb2.FileDescriptorSet.FromString(raw.read_bytes())
+    for file in files.file:
+        if not file.name.startswith("stride/"):
+            file.ClearField("source_code_info")
+    data = files.SerializeToString(deterministic=True)
+    if not out.exists() or out.read_bytes() != data:
+        out.write_bytes(data)
 
 
 def image(out: Path, tree: str | None) -> None:

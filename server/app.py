@@ -34,6 +34,7 @@ from core.settings import ADMIN_TOKEN_FILE, Settings
 from runtime import Runtime, check_queue_consumed, open_runtime
 from server import listen, reflection
 from server.blocking import BlockingRunner
+from server.clientaddress import TrustedProxies
 from server.health import HealthMonitor
 from server.interceptors.admission import ConcurrencyLimitInterceptor
 from server.interceptors.auth import (
@@ -130,7 +131,7 @@ def _interceptors(
         settings.admin_token_digest, tokens, runner, settings.auth_cache_seconds
     )
     chain: list[AsyncServerInterceptor | None] = [
-        TelemetryInterceptor(),
+        TelemetryInterceptor(TrustedProxies(settings.trusted_proxies)),
         ErrorInterceptor(),
         (
             ConcurrencyLimitInterceptor(settings.max_concurrent_rpcs)

@@ -25,11 +25,14 @@ from stride.v1 import (
     athlete_pb2_grpc,
 )
 
+from core.settings import SettingsError, load_settings
+from server.clientaddress import TrustedProxies
 from server.ratelimit import Limit, RateLimiter
 from tests.netfaults import private_redis
 from tests.support import (
     ADMIN_TOKEN,
     ROOT,
+    LogCapture,
     ServerThread,
     SharedRedis,
     channel_as,
@@ -268,3 +271,67 @@ def test_calls_on_other_athletes_spend_the_callers_tokens(tmp_path: Path) -> Non
 def _auth_failures(reason: str) -> float:
     value = REGISTRY.get_sample_value("stride_auth_failures_total", {"reason": reason})
     return value or 0.0
+
+
+def _flood_from(address: str, forwarded_for: list[str]) -> list[str]:
+    """One call with an invalid token per x-forwarded-for value (limited by address)."""
+    outcomes = []
+    for value in forwarded_for:
+        extra = {"x-forwarded-for": value}
+        with channel_as(address, "stride_at_not-a-token", **extra) as channel:
+            outcomes.append(_outcome(athlete_pb2_grpc.AthleteServiceStub(channel)).name)
+    return outcomes
+
+
+def test_a_forwarded_for_from_an_untrusted_peer_changes_nothing(
+    tmp_path: Path, logs: LogCapture
+) -> None:
+    """By default no proxy is trusted: a spoofed header per call still spends the peer's
+    bucket, and the log names the peer."""
+    settings = make_settings(
+        tmp_path, None, rate_limit_enabled=True, rate_limit_ip_burst=5,
+        rate_limit_ip_per_second=0.001,
+    )  # fmt: skip
+    with ServerThread(settings) as server:
+        spoofs = [f"203.0.113.{n}" for n in range(10)]
+        assert (
+            _flood_from(server.address, spoofs)
+            == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 5
+        )
+    assert {line["client"] for line in logs.events("rpc")} == {"127.0.0.1"}
+
+
+def test_a_trusted_proxy_forwards_the_client_address(tmp_path: Path, logs: LogCapture) -> None:
+    """From a trusted proxy the last x-forwarded-for address (the one the proxy appended) is
+    the client: each client has its own bucket; earlier entries, which the client sent, do
+    not count; a proxy outside the list is not believed."""
+    settings = make_settings(
+        tmp_path, None, rate_limit_enabled=True, rate_limit_ip_burst=5,
+        rate_limit_ip_per_second=0.001, trusted_proxies=["10.0.0.0/8", "127.0.0.1"],
+    )  # fmt: skip
+    with ServerThread(settings) as server:
+        clients = [f"198.51.100.{n}" for n in range(10)]
+        assert _flood_from(server.address, clients) == ["UNAUTHENTICATED"] * 10
+        # One client, whatever it prepends itself: one bucket.
+        spoofed = [f"203.0.113.{n}, 192.0.2.77" for n in range(7)]
+        assert (
+            _flood_from(server.address, spoofed)
+            == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 2
+        )
+        # Not an address: the peer is the client.
+        assert _flood_from(server.address, ["not-an-ip"]) == ["UNAUTHENTICATED"]
+    logged = [line["client"] for line in logs.events("rpc")]
+    assert logged == [*clients, *["192.0.2.77"] * 7, "127.0.0.1"]
+
+
+def test_trusted_proxies_are_ip_addresses_or_networks() -> None:
+    with pytest.raises(SettingsError, match="STRIDE_TRUSTED_PROXIES"):
+        load_settings(trusted_proxies=["proxy.example"], _env_file=None)
+    proxies = TrustedProxies(
+        load_settings(trusted_proxies=["10.0.0.0/8", "::1"], _env_file=None).trusted_proxies
+    )
+    assert proxies.client_ip("ipv4:10.1.2.3:5000", "1.1.1.1, 2.2.2.2") == "2.2.2.2"
+    assert proxies.client_ip("ipv6:[::1]:5000", "2001:db8::5") == "2001:db8::5"
+    assert proxies.client_ip("ipv6:[::ffff:10.0.0.9]:5000", "2.2.2.2") == "2.2.2.2"
+    assert proxies.client_ip("ipv4:11.0.0.1:5000", "2.2.2.2") == "11.0.0.1"
+    assert proxies.client_ip("ipv4:10.0.0.1:5000", None) == "10.0.0.1"

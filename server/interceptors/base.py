@@ -14,6 +14,8 @@ Handler = Callable[[Any, Context], Any]
 # The caller's address, read once when the call starts: gRPC frees the call's core object
 # when the call ends, and reading `context.peer()` after that crashes the process.
 current_peer: ContextVar[str] = ContextVar("peer", default="")
+# The client's IP: the peer's, or the one a trusted proxy forwarded (server.clientaddress).
+current_client: ContextVar[str] = ContextVar("client", default="")
 
 
 def metadata_of(context: Context) -> dict[str, str]:

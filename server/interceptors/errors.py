@@ -64,6 +64,10 @@ async def _abort(
             principal=principal.label if principal else "anonymous",
         )
         rpc_error = errors.internal(str(bound.get("request_id", "")))
-    await context.abort(
-        rpc_error.code, rpc_error.message, trailing_metadata=rpc_error.trailing_metadata()
-    )
+    # The request id in the trailers too: a stream refused before its first message sent
+    # no headers (interceptors.telemetry).
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    trailers = rpc_error.trailing_metadata()
+    if request_id:
+        trailers += (("x-request-id", str(request_id)),)
+    await context.abort(rpc_error.code, rpc_error.message, trailing_metadata=trailers)

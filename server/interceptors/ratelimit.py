@@ -14,23 +14,22 @@ from grpc_interceptor.server import AsyncServerInterceptor
 
 from core import metrics
 from domain.errors import ResourceExhausted
-from server.interceptors.base import Context, Handler, current_peer, finish, is_open_method
+from server.clientaddress import peer_ip
+from server.interceptors.base import (
+    Context,
+    Handler,
+    current_client,
+    current_peer,
+    finish,
+    is_open_method,
+)
 from server.principal import current_principal
 from server.ratelimit import Limit, RateLimiter, retry_seconds
 
 
-def client_ip(peer: str) -> str:
-    """`ipv4:1.2.3.4:5678` -> `1.2.3.4`; `ipv6:[::1]:5678` -> `::1`; anything else as is."""
-    kind, _, address = peer.partition(":")
-    if kind == "ipv6":
-        return address.rpartition("]")[0].lstrip("[")
-    if kind == "ipv4":
-        return address.rpartition(":")[0]
-    return peer
-
-
 def address_key() -> str:
-    return f"ip:{client_ip(current_peer.get())}"
+    """The client's address (a trusted proxy's forwarded one, see server.clientaddress)."""
+    return f"ip:{current_client.get() or peer_ip(current_peer.get())}"
 
 
 def caller_key() -> str:

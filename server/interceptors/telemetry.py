@@ -16,10 +16,12 @@ from opentelemetry import trace
 
 from core import metrics
 from core.telemetry import context_from_metadata, start_server_span
+from server.clientaddress import TrustedProxies
 from server.interceptors.base import (
     Context,
     Handler,
     count_stream,
+    current_client,
     current_peer,
     is_stream,
     metadata_of,
@@ -37,14 +39,18 @@ def _request_id(metadata: dict[str, str]) -> str:
 
 
 class TelemetryInterceptor(AsyncServerInterceptor):
+    def __init__(self, trusted_proxies: TrustedProxies | None = None) -> None:
+        self._proxies = trusted_proxies or TrustedProxies(())
+
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
         metadata = metadata_of(context)
         request_id = _request_id(metadata)
-        await context.send_initial_metadata((("x-request-id", request_id),))
         call = _Call(method_name, request_id, context, context.peer())
+        call.client = self._proxies.client_ip(call.peer, metadata.get("x-forwarded-for"))
         current_peer.set(call.peer)
+        current_client.set(call.client)
         span = start_server_span(
             method_name.lstrip("/"),
             context_from_metadata(metadata),
@@ -60,6 +66,7 @@ class TelemetryInterceptor(AsyncServerInterceptor):
                     # A response stream ends with its call, however that happens.
                     when_done(context, lambda: call.end(None))
                     return self._stream(result, call)
+                await context.send_initial_metadata(call.response_metadata)
                 response = await result
         except BaseException as exc:
             call.end(exc)
@@ -69,6 +76,11 @@ class TelemetryInterceptor(AsyncServerInterceptor):
         return response
 
     async def _stream(self, responses: AsyncIterator[Any], call: _Call) -> AsyncIterator[Any]:
+        """A response stream's headers (x-request-id) go out with its first message, not
+        before: a stream refused before its first message (unauthenticated, denied, not
+        found) is then a trailers-only response, which an HTTP gateway turns into the status's
+        HTTP code and JSON body (headers already sent would have committed it to 200). The
+        error's trailers carry the request id then (interceptors.errors)."""
         # The span is current while the handler produces a response, not across `yield`:
         # a generator may be finalized in another context, where detaching would fail.
         iterator = aiter(responses)
@@ -78,9 +90,13 @@ class TelemetryInterceptor(AsyncServerInterceptor):
                     response = await anext(iterator)
                 except StopAsyncIteration:
                     call.completed = True
+                    if not call.sent[0]:
+                        call.context.set_trailing_metadata(call.response_metadata)
                     return
                 finally:
                     call.note_principal()
+            if not call.sent[0]:
+                await call.context.send_initial_metadata(call.response_metadata)
             call.sent[0] += 1
             yield response
 
@@ -93,6 +109,8 @@ class _Call:
         self.request_id = request_id
         self.context = context
         self.peer = peer
+        self.client = ""
+        self.response_metadata = (("x-request-id", request_id),)
         self.sent = [0]
         self.received = [0]
         self.started = time.perf_counter()
@@ -141,6 +159,7 @@ class _Call:
             "code": code.name,
             "duration_ms": round(duration * 1000, 3),
             "peer": self.peer,
+            "client": self.client,
             "principal": principal.label if principal else None,
         }
         if self.sent[0] or self.received[0]:
