@@ -10,6 +10,7 @@ Decisions (docs/decisions.md, "File import"):
   A manual Strava activity (a row without a file) is stored the same way.
 - **No GPS** (treadmill, pool, rowing machine, a multisport leg indoors): imported as it
   is; distance comes from the device's own distance samples when present, else it is 0.
+- **Times** outside 1980-2200, or lasting over 100 days, are a broken clock: FILE_BAD_TIME.
 - **Titles**: the file's or row's name; else "Morning Run" style, from the start's hour in
   the athlete's time zone, as Strava names uploads.
 - **Sport**: the row's (the athlete may have corrected it on Strava), else the file's,
@@ -32,6 +33,11 @@ from domain.metrics import fill_measurements, summarize
 
 DEFAULT_SPORT = "Workout"
 MAX_TITLE = 200
+# Recordings outside these bounds have a broken clock (GPS logs begin in the 1980s; FIT's
+# epoch is 1989), and no single activity lasts 100 days.
+EARLIEST = dt.datetime(1980, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+MAX_ELAPSED = dt.timedelta(days=100)
 MAX_DESCRIPTION = 10_000
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
@@ -76,6 +82,7 @@ def activity_from_file(
         summary = summarize(parsed.samples)
     except ValueError as exc:
         raise FileError("FILE_CORRUPT", f"samples out of order: {exc}") from exc
+    check_when(summary.start_time, summary.elapsed)
     sport = (row.sport_type if row else None) or parsed.sport_type or DEFAULT_SPORT
     empty = Measurements(start_time=summary.start_time, elapsed=dt.timedelta(0))
     measurements = fill_measurements(empty, summary)
@@ -93,10 +100,14 @@ def activity_from_row(row: ExportRow, time_zone: str) -> tuple[ActivityEdit, Mea
     """A Strava export row on its own (a manual activity, or a file without times)."""
     if row.start_time is None or not row.elapsed_seconds:
         raise FileError("ROW_INCOMPLETE", "the activities.csv row has no readable date or time")
+    if not 0 < row.elapsed_seconds <= MAX_ELAPSED.total_seconds():
+        raise FileError("FILE_BAD_TIME", f"an elapsed time of {row.elapsed_seconds:g} s")
+    elapsed = dt.timedelta(seconds=row.elapsed_seconds)
+    check_when(row.start_time, elapsed)
     sport = row.sport_type or DEFAULT_SPORT
     measurements = Measurements(
         start_time=row.start_time,
-        elapsed=dt.timedelta(seconds=row.elapsed_seconds),
+        elapsed=elapsed,
         distance_meters=row.distance_meters or 0.0,
     )
     edit = ActivityEdit(
@@ -105,6 +116,17 @@ def activity_from_row(row: ExportRow, time_zone: str) -> tuple[ActivityEdit, Mea
         description=(row.description or "")[:MAX_DESCRIPTION],
     )
     return edit, measurements
+
+
+def check_when(start: dt.datetime, elapsed: dt.timedelta) -> None:
+    """Refuse times no recording has: before EARLIEST, after LATEST, or lasting more than
+    MAX_ELAPSED (a clock that was never set, a corrupt timestamp field)."""
+    if not EARLIEST <= start <= LATEST or elapsed > MAX_ELAPSED:
+        raise FileError(
+            "FILE_BAD_TIME",
+            f"starts {start.isoformat()} and lasts {elapsed}: outside "
+            f"{EARLIEST.year}-{LATEST.year} or longer than {MAX_ELAPSED.days} days",
+        )
 
 
 def _title(given: str | None, sport: str, start: dt.datetime, time_zone: str) -> str:

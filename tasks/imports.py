@@ -141,7 +141,13 @@ def run_import(run: JobRun) -> dict[str, Any]:
     checkpoint = job.checkpoint or {}
     tally = Tally.from_json(checkpoint.get("tally"))
     activities = runtime.file_activities
-    time_zone = activities.time_zone(athlete_id)
+    try:
+        time_zone = activities.time_zone(athlete_id)
+    except NotFound:  # deleted since the upload (its jobs go with it)
+        runtime.staging.discard(job.id)
+        raise JobFailure(
+            "FAILED_PRECONDITION", "ATHLETE_DELETED", "the athlete was deleted"
+        ) from None
     try:
         with open_upload(path, file_name, runtime.archive_limits) as upload:
             work = _work_items(upload)
@@ -169,6 +175,10 @@ def run_import(run: JobRun) -> dict[str, Any]:
                 )
     except (JobCancelled, JobFailure):
         runtime.staging.discard(job.id)
+        raise
+    except Exception:
+        if _ended_check(runtime)(job.id):  # the job is gone (its athlete was deleted)
+            runtime.staging.discard(job.id)
         raise
     if tally.imported == 0 and tally.failed_items:
         runtime.staging.discard(job.id)
@@ -224,8 +234,19 @@ def _import_one(
 
 
 def _read(upload: Upload, entry: _Work, time_zone: str) -> list[_Activity]:
-    """The activities an item holds. Any failure of the file's own content is a FileError:
-    a parser that trips over bytes it was never meant to see fails that file, not the job."""
+    """The activities an item holds. Any failure of the item's own content is a FileError:
+    a parser (or a date computation) that trips over bytes it was never meant to see fails
+    that item, not the job. Only reading the staged upload itself (OSError) fails the job."""
+    try:
+        return _activities_in(upload, entry, time_zone)
+    except (FileError, OSError):
+        raise
+    except Exception as exc:  # logged: a parser bug on hostile bytes
+        log.exception("import_item_unreadable", item=entry.name)
+        raise FileError("FILE_CORRUPT", f"unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def _activities_in(upload: Upload, entry: _Work, time_zone: str) -> list[_Activity]:
     if entry.row is not None:
         edit, measurements = activity_from_row(entry.row, time_zone)
         key = entry.row.activity_id or _digest(repr(entry.row).encode())
@@ -237,27 +258,20 @@ def _read(upload: Upload, entry: _Work, time_zone: str) -> list[_Activity]:
     data = upload.read(entry.item)
     digest = _digest(data)
     row = upload.export.for_file(entry.item.name) if upload.export is not None else None
-    try:
-        parsed = parse_file(entry.item.name, data)
-        found = []
-        for index, activity in enumerate(parsed):
-            edit, measurements = activity_from_file(activity, row, time_zone)
-            raw: dict[str, Any] = {
-                "file": entry.item.name,
-                "sha256": digest,
-                "index": index,
-                "format": activity.format.value,
-                "device": activity.device,
-            }
-            if row is not None:
-                raw["strava_export_row"] = _row_json(row)
-            samples = activity.samples or None
-            found.append(_Activity(f"{digest}/{index}", edit, measurements, raw, samples))
-    except FileError:
-        raise
-    except Exception as exc:  # a parser bug on hostile bytes: this file fails, logged
-        log.exception("import_item_unreadable", item=entry.item.name)
-        raise FileError("FILE_CORRUPT", f"unreadable: {type(exc).__name__}") from exc
+    found = []
+    for index, activity in enumerate(parse_file(entry.item.name, data)):
+        edit, measurements = activity_from_file(activity, row, time_zone)
+        raw: dict[str, Any] = {
+            "file": entry.item.name,
+            "sha256": digest,
+            "index": index,
+            "format": activity.format.value,
+            "device": activity.device,
+        }
+        if row is not None:
+            raw["strava_export_row"] = _row_json(row)
+        samples = activity.samples or None
+        found.append(_Activity(f"{digest}/{index}", edit, measurements, raw, samples))
     return found
 
 

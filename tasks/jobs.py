@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from domain.errors import NotFound
 from domain.jobs import Job, JobFailure, JobKind, JobState, Progress, ResumeLater
 from services.jobs import RENEW_EVERY, JobStore, LeaseLost, LeaseStatus
 from tasks import priority
@@ -188,7 +189,11 @@ def run_job(job_id: str) -> None:
     store = _store()
     if store is None:
         raise PermanentFailure("this queue has no job store")
-    job = store.get(job_id)
+    try:
+        job = store.get(job_id)
+    except NotFound:
+        log.info("job not run: it no longer exists (its athlete was deleted)", job_id=job_id)
+        return
     runner = _RUNNERS.get(job.kind)
     if runner is None:
         raise PermanentFailure(f"no runner is registered for {job.kind} jobs")
@@ -223,13 +228,16 @@ def run_job(job_id: str) -> None:
         enqueue_job(current_queue(), started)
         log.info("job put back on the queue: the worker is stopping", job_id=job_id)
         return
+    except Exception:
+        if _vanished(store, job_id):
+            log.info("job stopped: it no longer exists (its athlete was deleted)", job_id=job_id)
+            return
+        store.release(job_id, owner, requeue=True)
+        raise
     except BaseException:
         store.release(job_id, owner, requeue=True)
         raise
-    try:
-        store.transition(job_id, JobState.SUCCEEDED, owner=owner, result=result or {})
-    except LeaseLost:
-        log.warning("job lease lost before it could end", job_id=job_id)
+    _end(store, job_id, owner, JobState.SUCCEEDED, result=result or {})
 
 
 def sweep_once(store: JobStore, huey: JobQueue) -> int:
@@ -256,6 +264,19 @@ def _end(
         store.transition(job_id, state, owner=owner, result=result, error=error, message=message)
     except LeaseLost:
         log.warning("job lease lost before it could end", job_id=job_id)
+    except NotFound:
+        log.info("job could not end: it no longer exists", job_id=job_id)
+
+
+def _vanished(store: JobStore, job_id: str) -> bool:
+    """The job was deleted while it ran (with its athlete): nothing to retry or report."""
+    try:
+        store.get(job_id)
+    except NotFound:
+        return True
+    except Exception:  # the database is down, say: not known to be gone
+        return False
+    return False
 
 
 def _wait(store: JobStore, job: Job, owner: str, wait: ResumeLater) -> None:

@@ -56,7 +56,8 @@ What every call must answer (decided per case, in `_expected`):
   outcome. An OK call by the athlete token may change only rows of that athlete. After an
   OK call the snapshot is taken again, and the world is re-created if the call removed
   part of it (say, DeleteAthlete on the seeded athlete). Nothing else may write while the
-  test runs (no background job does today).
+  test runs: a call that starts a job (an accepted upload's import) is settled once every
+  job has ended.
 
 At the end the server answers health Check "" with SERVING and no log line reports an
 unhandled error. Failures are collected and reported together, each with a reproducer
@@ -92,6 +93,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc
 
+from domain.jobs import TERMINAL_STATES
 from domain.names import access_token_name, activity_name, athlete_name
 from domain.tokens import ATHLETE_TOKEN_PREFIX
 from server.app import SERVICE_NAMES
@@ -379,6 +381,21 @@ class Harness:
                 }
         return rows
 
+    def wait_for_jobs(self, seconds: float = 60.0) -> None:
+        """Until no job is queued, running or waiting (the only writes besides calls')."""
+        jobs = next(t for t in self.tables if t.name == "jobs")
+        ended = [s.value for s in TERMINAL_STATES]
+        deadline = time.monotonic() + seconds
+        while True:
+            with self.database.primary.connect() as connection:
+                active = connection.scalar(
+                    sa.select(sa.func.count()).select_from(jobs).where(jobs.c.state.not_in(ended))
+                )
+            if not active:
+                return
+            assert time.monotonic() < deadline, "a job did not end"
+            time.sleep(0.05)
+
     def changes(self, before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         """`table pk` of every row added, removed or changed."""
         found = []
@@ -549,6 +566,8 @@ class Harness:
             time.sleep(0.05)
             self.state = self.snapshot()
             return
+        if outcome.code == C.OK:
+            self.wait_for_jobs()  # an accepted upload's import runs on; let it end first
         after = self.snapshot()
         if outcome.code != C.OK:
             changed = self.changes(self.state, after)

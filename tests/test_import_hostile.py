@@ -534,13 +534,6 @@ def test_deleting_the_athlete_mid_import_leaves_no_rows_and_a_working_server(
     assert ended.state == SUCCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the job row goes with its athlete, then NotFound (the athlete's time zone, "
-    "tasks/imports.py run_import; JobRun.progress; store.get in tasks/jobs.py run_job on "
-    "every retry) is not a JobFailure: 4 failed attempts, an error report and a dead letter "
-    "for a job that no longer exists; the staged file waits for the sweep (5-15 min)",
-)
 def test_deleting_the_athlete_mid_import_ends_the_job_quietly(
     server: ServerThread, admin: grpc.Channel, logs: LogCapture
 ) -> None:
@@ -614,11 +607,6 @@ def test_odd_but_readable_recordings_import_or_fail_alone(
 # Values no database or datetime can hold: a file's fault, never a retried job -------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/imports.py _link_duplicate: start + 60 s overflows at 9999-12-31 "
-    "(an athlete west of UTC, so the title passes) outside _read's try: the attempt fails",
-)
 def test_a_recording_at_the_end_of_time_fails_alone(admin: grpc.Channel, logs: LogCapture) -> None:
     athlete = _athlete(admin, "America/New_York")
     files = {
@@ -631,11 +619,6 @@ def test_a_recording_at_the_end_of_time_fails_alone(admin: grpc.Channel, logs: L
     assert set(errors) == {"activities/end.gpx"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="year 1 00:00 UTC passes activity_from_file in a +hh zone, then start - 60 s in "
-    "FileActivities._link_duplicate overflows outside the per-file handling",
-)
 def test_a_recording_in_year_one_fails_alone(
     admin: grpc.Channel, athlete: str, logs: LogCapture
 ) -> None:
@@ -654,11 +637,6 @@ def _export_csv(rows: list[str]) -> bytes:
     return "\n".join([header, *rows, ""]).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/imports.py _read: the export-row branch runs activity_from_row outside "
-    "the try; timedelta(seconds=1e300) raises OverflowError, the job's attempt fails",
-)
 def test_a_manual_row_lasting_1e300_seconds_fails_alone(
     admin: grpc.Channel, athlete: str, logs: LogCapture
 ) -> None:
@@ -667,14 +645,9 @@ def test_a_manual_row_lasting_1e300_seconds_fails_alone(
     job, errors = _import(admin, athlete, "export.zip", _zip(files), logs)
     assert job.state == SUCCEEDED
     assert job.result.created == 1
-    assert list(errors.values()) == ["ROW_INCOMPLETE"]
+    assert list(errors.values()) == ["FILE_BAD_TIME"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a manual row ending past year 9999 (start + elapsed) or starting at its last "
-    "minute overflows in FileActivities.store, outside the per-item handling",
-)
 def test_manual_rows_past_the_year_9999_fail_alone(
     admin: grpc.Channel, athlete: str, logs: LogCapture
 ) -> None:
