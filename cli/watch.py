@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from stride.v1 import job_pb2
 
-from cli.errors import retry_delay, status_lines
+from cli.errors import CallError, retry_delay, status_lines
 from cli.output import Output, enum_label, to_dict
 
 # A server restart, a dropped connection, a proxy in between going away.
@@ -161,8 +161,9 @@ class JobWatcher:
         last_line = ""
 
         def reconnecting(sequence: int, error: grpc.RpcError) -> None:
+            found = CallError.of(error)
             self.say(
-                f"{label}: connection lost ({getattr(error, 'code', lambda: '?')()}); "
+                f"{label}: {found.code} ({found.reason or found.message}); "
                 f"reconnecting after event {sequence}",
                 "yellow",
             )

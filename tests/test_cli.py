@@ -25,6 +25,7 @@ from cli.main import stride
 from cli.output import Output
 from cli.watch import JobWatcher, job_events
 from tests.import_flow import zip_of
+from tests.netfaults import TcpProxy
 from tests.support import ADMIN_TOKEN, ROOT, ServerThread, make_settings, real_fixture
 
 GPX = "gpx/run_garmin-connect_hr-cad.gpx"
@@ -276,6 +277,39 @@ def test_errors_say_what_is_wrong(server: ServerThread) -> None:
     assert no_sync.code == 1
     assert "FAILED_PRECONDITION" in no_sync.err
     assert "reason STRAVA_NOT_CONFIGURED" in no_sync.err
+
+
+def test_watch_waits_for_the_server_to_come_back(server: ServerThread) -> None:
+    """A real UNAVAILABLE: the server is unreachable when the watch starts, then back."""
+    athlete = stride_cli(
+        server, "athletes", "create", "--name", "Bo", "--time-zone", "UTC", "--json"
+    )
+    name = athlete.json()["name"]
+    started = stride_cli(server, "import", str(real_fixture(GPX)), "-a", name, "--json")
+    job = started.lines()[0]["job"]
+    proxy = TcpProxy(int(server.address.rsplit(":", 1)[1]))  # not listening yet
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "cli", "jobs", "watch", job, "--json"],
+        env=cli_env(STRIDE_CLI_ADDRESS=f"127.0.0.1:{proxy.port}", STRIDE_CLI_TOKEN=ADMIN_TOKEN),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watch.stderr is not None
+        line = watch.stderr.readline()  # the first attempt failed: it says so and waits
+        assert "UNAVAILABLE" in line
+        assert "reconnecting after event 0" in line
+        proxy.restore()
+        out, err = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+        proxy.cut()
+    assert watch.returncode == 0, err
+    events = [json.loads(text) for text in out.splitlines()]
+    sequences = [int(event["sequence"]) for event in events]
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert events[-1]["state"] == "JOB_STATE_SUCCEEDED"
 
 
 def test_address_and_token_from_the_servers_settings(server: ServerThread, tmp_path: Path) -> None:
