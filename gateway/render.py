@@ -6,7 +6,10 @@
 Every `${name}` of the template is filled with a JSON value (JSON is YAML), so lists such
 as the upstream endpoints and the CORS origins need no YAML quoting rules. The services the
 transcoder serves are read from the descriptor set (every `stride.*` service in it), so a
-new service needs no edit here.
+new service needs no edit here. `--upstream` and `--cors-origin` repeat or take
+comma-separated lists; upstream host names are resolved by Envoy (STRICT_DNS, every address
+of every name is an endpoint). In a container, `--descriptor-path` is where Envoy finds
+gen/stride.binpb (mounted), and the admin interface stays on the container's 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class Gateway:
     cors_origins: Sequence[str] = field(default_factory=list)
     admin_port: int = 9901
     descriptor: Path = DESCRIPTOR
+    # Where Envoy reads the descriptor set, when not where it is read here (a container).
+    descriptor_path: str | None = None
     json_body_limit: int = DEFAULT_JSON_BODY_LIMIT
     stream_idle_seconds: int = DEFAULT_STREAM_IDLE_SECONDS
 
@@ -80,7 +85,7 @@ class Gateway:
             "admin_port": self.admin_port,
             "upstreams": endpoints,
             "cors_origins": [_origin_matcher(origin) for origin in self.cors_origins],
-            "descriptor": str(self.descriptor.resolve()),
+            "descriptor": self.descriptor_path or str(self.descriptor.resolve()),
             "services": services_in(self.descriptor),
             "json_body_limit": self.json_body_limit,
             "stream_idle_timeout": f"{self.stream_idle_seconds}s",
@@ -89,6 +94,10 @@ class Gateway:
         return string.Template(text).substitute(
             {name: json.dumps(value) for name, value in values.items()}
         )
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -108,17 +117,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="an origin browsers may call from, e.g. http://localhost:8080 (repeat; '*' for any)",
     )
     parser.add_argument("--admin-port", type=int, default=9901, help="admin port on 127.0.0.1")
-    parser.add_argument("--descriptor", type=Path, default=DESCRIPTOR)
+    parser.add_argument(
+        "--descriptor", type=Path, default=DESCRIPTOR, help="the descriptor set (services)"
+    )
+    parser.add_argument(
+        "--descriptor-path", help="the descriptor set's path as Envoy sees it (default: the same)"
+    )
     parser.add_argument("--json-body-limit", type=int, default=DEFAULT_JSON_BODY_LIMIT)
     parser.add_argument("--stream-idle-seconds", type=int, default=DEFAULT_STREAM_IDLE_SECONDS)
     parser.add_argument("--out", type=Path, help="where to write the config (default: stdout)")
     args = parser.parse_args(argv)
     gateway = Gateway(
         listen=args.listen,
-        upstreams=args.upstream or ["127.0.0.1:50051"],
-        cors_origins=args.cors_origin,
+        upstreams=_split(args.upstream or ["127.0.0.1:50051"]),
+        cors_origins=_split(args.cors_origin),
         admin_port=args.admin_port,
         descriptor=args.descriptor,
+        descriptor_path=args.descriptor_path,
         json_body_limit=args.json_body_limit,
         stream_idle_seconds=args.stream_idle_seconds,
     )

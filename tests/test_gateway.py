@@ -29,14 +29,17 @@ from stride.v1 import activity_pb2, athlete_pb2, job_pb2
 from gateway.render import Gateway
 from tests.strava_flow import connect, create_athlete, strava_overrides
 from tests.strava_sim import SimConfig, StravaSimulator
-from tests.support import ADMIN_TOKEN, LogCapture, ServerThread, channel_as, make_settings
-
-FIXTURE = Path("/work/shared/fixtures/real/gpx/run_garmin-connect_hr-cad.gpx")
-GPX = (
-    FIXTURE.read_bytes()
-    if FIXTURE.exists()
-    else (Path(__file__).parent / "fixtures" / "run.gpx").read_bytes()
+from tests.support import (
+    ADMIN_TOKEN,
+    LogCapture,
+    ServerThread,
+    channel_as,
+    make_settings,
+    real_fixture,
 )
+
+# A real Garmin Connect export (../shared/fixtures/real; required in CI).
+FIXTURE = "gpx/run_garmin-connect_hr-cad.gpx"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}
 
 
@@ -61,6 +64,7 @@ class Stack:
     server: ServerThread
     sim: StravaSimulator
     url: str
+    gpx: bytes
     # Athlete A and B, each with a token of their own.
     a: str
     a_token: str
@@ -126,7 +130,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         ).json()["token"]
                         for who in (a, b)
                     ]
-                yield Stack(server, sim, url, a, tokens[0], b, tokens[1])
+                gpx = real_fixture(FIXTURE).read_bytes()
+                yield Stack(server, sim, url, gpx, a, tokens[0], b, tokens[1])
             finally:
                 process.terminate()
                 process.wait(timeout=10)
@@ -293,7 +298,7 @@ def test_curl_upload_creates_an_import_watched_to_its_end_over_rest(
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     gpx = tmp_path / "morning_run.gpx"
-    gpx.write_bytes(GPX)
+    gpx.write_bytes(stack.gpx)
     status, job = _curl_upload(stack, stack.a, stack.a_token, gpx)
     assert status == 200, job
     assert job["kind"] == "JOB_KIND_FILE_IMPORT"
@@ -392,7 +397,7 @@ def test_grpc_web_calls_succeed_and_stay_within_the_callers_athlete(stack: Stack
     # A server stream: an import's events (B's, so A has one file), live, until the end.
     with stack.client(stack.b_token) as client:
         job = client.post(
-            f"/v1/{stack.b}/activities:upload", params={"file_name": "web.gpx"}, content=GPX
+            f"/v1/{stack.b}/activities:upload", params={"file_name": "web.gpx"}, content=stack.gpx
         ).json()
     events, trailers = grpc_web(
         stack,
