@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,12 +26,19 @@ def to_dict(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
+PIPE_WIDTH = 240
+WHOLE_COLUMNS = frozenset({"id", "name", "job", "athlete"})
+
+
 class Output:
     """Where a command writes: stdout for results, stderr for errors and notices."""
 
     def __init__(self, as_json: bool, force_terminal: bool | None = None) -> None:
         self.as_json = as_json
         self.console = Console(force_terminal=force_terminal, highlight=False, soft_wrap=False)
+        if not self.console.is_terminal and "COLUMNS" not in os.environ:
+            # Piped into a file or another program: rows stay whole, not cut at 80 columns.
+            self.console.width = PIPE_WIDTH
         self.errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def json(self, data: Any) -> None:
@@ -55,18 +63,26 @@ class Output:
     def table(
         self, columns: Sequence[str], rows: Iterable[Sequence[str]], title: str | None = None
     ) -> None:
-        table = Table(title=title, header_style="bold")
-        for column in columns:
-            # Ids and names stay whole (they are copied into other commands).
-            whole = column in ("id", "name", "job")
-            table.add_column(column, overflow="fold", no_wrap=whole, min_width=len(column))
-        count = 0
-        for row in rows:
-            table.add_row(*row)
-            count += 1
-        if count == 0:
+        found = [list(row) for row in rows]
+        if not found:
             self.console.print(f"(no {title.lower() if title else 'rows'})", markup=False)
             return
+        table = Table(title=title, header_style="bold")
+        for index, column in enumerate(columns):
+            longest = max(
+                (len(part) for row in found for part in row[index].splitlines()), default=0
+            )
+            # Ids stay whole (they are copied into other commands); short values such as
+            # states and dates keep their width, long text wraps.
+            whole = column in WHOLE_COLUMNS
+            table.add_column(
+                column,
+                overflow="fold",
+                no_wrap=whole,
+                min_width=max(len(column), min(longest, 16)),
+            )
+        for row in found:
+            table.add_row(*row)
         self.console.print(table)
 
     def fields(self, pairs: Iterable[tuple[str, str]], title: str | None = None) -> None:

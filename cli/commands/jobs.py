@@ -101,11 +101,14 @@ def list_jobs(
     if output.as_json:
         output.json({"jobs": [to_dict(j) for j in found], "next_page_token": token})
         return
+    every = parent == "athletes/-"
+    columns = ["id", "kind", "state", "progress", "result", "created"]
     output.table(
-        ["name", "kind", "state", "progress", "result", "created"],
+        ["athlete", *columns] if every else columns,
         (
             [
-                j.name,
+                *([j.name.split("/")[1]] if every else []),
+                short_id(j.name),
                 kind_label(j.kind),
                 state_label(j.state),
                 progress_label(j),
@@ -116,6 +119,8 @@ def list_jobs(
         ),
         title="Jobs",
     )
+    if token:
+        output.notice("more jobs: raise --limit (0 for all)")
 
 
 @group.command(name="get")
