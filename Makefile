@@ -60,7 +60,7 @@ strava-sim: $(STAMP)
 GATEWAY_ARGS ?= --listen 127.0.0.1:8080 --upstream 127.0.0.1:50051 --cors-origin http://localhost:8080
 gateway: $(STAMP)
 	$(PY) -m gateway.render $(GATEWAY_ARGS) --out build/envoy.yaml
-	$(VENV)/bin/envoy -c build/envoy.yaml --log-level warn
+	$(VENV)/bin/envoy -c build/envoy.yaml --log-level warn --disable-hot-restart
 
 clean:
 	rm -rf $(VENV) node_modules build .mypy_cache .ruff_cache .pytest_cache

@@ -113,7 +113,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [envoy, "-c", str(tmp / "envoy.yaml"), "--log-level", "warn",
-                     "--base-id", str(listen)],
+                     "--disable-hot-restart"],
                     stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             url = f"http://127.0.0.1:{listen}"
