@@ -311,7 +311,15 @@ def test_curl_upload_creates_an_import_watched_to_its_end_over_rest(
         assert last["result"]["created"] == "1"
         assert any(e.get("item") == "morning_run.gpx" for e in events)
         imported = client.get(f"/v1/{stack.a}/activities", params={"sourceJob": job["name"]})
-        assert len(imported.json()["activities"]) == 1, imported.text
+        (activity,) = imported.json()["activities"]
+        # Its samples, streamed over REST as newline-delimited chunks.
+        with client.stream(
+            "GET", f"/v1/{activity['name']}:streamSamples", params={"chunkSize": 500}
+        ) as response:
+            assert response.status_code == 200
+            chunks = [json.loads(line) for line in response.iter_lines() if line.strip()]
+        assert len(chunks) > 1
+        assert all(0 < len(chunk["samples"]) <= 500 for chunk in chunks)
         # B can neither upload into A nor watch A's job.
         status, denied = _curl_upload(stack, stack.a, stack.b_token, gpx)
         assert status == 403, denied
