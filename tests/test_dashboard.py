@@ -207,7 +207,19 @@ def test_dashboard_in_headless_chromium(site: Site, tmp_path: Path) -> None:
         assert route > 100
         assert "bpm" in browser.evaluate("document.querySelector('#hr-caption').textContent")
 
-        # Drop an archive onto the page: uploaded, its job watched to the end.
+        # Drop an archive onto the page: uploaded, its job watched to the end, the bar
+        # moving forward only (every value it shows is recorded).
+        browser.evaluate(
+            """(() => {
+              window.seenProgress = [];
+              new MutationObserver(() => {
+                const bar = document.querySelector('#jobs .bar');
+                const value = bar && Number(bar.getAttribute('aria-valuenow'));
+                if (bar && window.seenProgress.at(-1) !== value) window.seenProgress.push(value);
+              }).observe(document.querySelector('#jobs'),
+                         {subtree: true, childList: true, attributes: true});
+            })()"""
+        )
         encoded = base64.b64encode(archive.getvalue()).decode()
         browser.evaluate(
             f"""(() => {{
@@ -233,6 +245,9 @@ def test_dashboard_in_headless_chromium(site: Site, tmp_path: Path) -> None:
             what="the import to finish",
         )
         assert seen["file"] == "export.zip"
+        progress = browser.evaluate("window.seenProgress")
+        assert progress == sorted(progress), progress
+        assert progress[-1] == 100, progress
         assert seen["percent"] == "100"
         assert seen["width"] == "100%"
         assert seen["text"].startswith("100 % · 2 / 2 files · 2 created"), seen["text"]

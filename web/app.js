@@ -403,7 +403,7 @@ function drawHeartRate(samples) {
       parsing: false,
       plugins: { legend: { display: false } },
       scales: {
-        x: { type: "linear", title: { display: true, text: "minutes" } },
+        x: { type: "linear", max: data.at(-1).x, title: { display: true, text: "minutes" } },
         y: { title: { display: true, text: "bpm" } },
       },
     },
@@ -520,7 +520,7 @@ function wire() {
     importFiles(event.dataTransfer.files);
   });
   $("#file-input").addEventListener("change", (event) => {
-    importFiles(event.target.files);
+    importFiles([...event.target.files]);
     event.target.value = "";
   });
 }
