@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -37,36 +37,23 @@ from services.imports import FileActivities, Outcome
 from tasks.declare import periodic
 from tasks.jobs import JobCancelled, JobRun, register
 from tasks.queue import current_queue
+from tasks.tally import Tally
 
 if TYPE_CHECKING:
     from runtime import Runtime
 
 log = structlog.get_logger(__name__)
 
-MAX_FAILED_ITEMS = 100
 SWEEP_STAGING_EVERY = dt.timedelta(minutes=10)
 
 
 @dataclass
-class Tally:
-    """The job's result (JobResult fields, plus the failed items and files done)."""
+class ImportTally(Tally):
+    """The job's result, plus files done and failed (the job's progress counts files; one
+    file may hold several activities)."""
 
-    created: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    failed: int = 0
-    samples_written: int = 0
     files_done: int = 0
     files_failed: int = 0
-    failed_items: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Tally:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def progress(self, total: int) -> Progress:
         return Progress(completed=self.files_done, failed=self.files_failed, total=total)
@@ -80,20 +67,9 @@ class Tally:
             self.skipped += 1
         self.samples_written += samples
 
-    def fail(self, item: str, error: FileError) -> None:
-        self.failed += 1
+    def fail_file(self, item: str, error: FileError) -> None:
+        self.fail(item, error.message, error.reason)
         self.files_failed += 1
-        if len(self.failed_items) < MAX_FAILED_ITEMS:
-            self.failed_items.append(
-                {
-                    "item": item,
-                    "error": {
-                        "code": "INVALID_ARGUMENT",
-                        "reason": error.reason,
-                        "message": error.message,
-                    },
-                }
-            )
 
     @property
     def imported(self) -> int:
@@ -139,7 +115,7 @@ def run_import(run: JobRun) -> dict[str, Any]:
             "upload it again",
         )
     checkpoint = job.checkpoint or {}
-    tally = Tally.from_json(checkpoint.get("tally"))
+    tally = ImportTally.from_json(checkpoint.get("tally"))
     activities = runtime.file_activities
     try:
         time_zone = activities.time_zone(athlete_id)
@@ -203,7 +179,7 @@ def _import_one(
     upload: Upload,
     entry: _Work,
     activities: FileActivities,
-    tally: Tally,
+    tally: ImportTally,
     time_zone: str,
 ) -> FileError | None:
     """Import one item into `tally`; its error when it failed (storage errors propagate:
@@ -211,7 +187,7 @@ def _import_one(
     try:
         found = _read(upload, entry, time_zone)
     except FileError as exc:
-        tally.fail(entry.name, exc)
+        tally.fail_file(entry.name, exc)
         return exc
     athlete_id = run.job.athlete_id or ""
     known = activities.known(athlete_id, [a.external_id for a in found])

@@ -23,25 +23,13 @@ from domain.files.archive import ArchiveLimits, Item, Upload, open_upload
 from domain.files.detect import parse_file
 from domain.files.model import FileError
 from tests.export_factory import EARTH_RADIUS_METERS, strava_export
-
-ROOT = Path(__file__).resolve().parent.parent
-REAL = Path(os.environ.get("STRIDE_REAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "real"))
+from tests.support import real_fixture
 
 GPX = (
     b'<?xml version="1.0"?><gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1">'
     b'<trk><trkseg><trkpt lat="52.0" lon="13.0"><time>2024-05-01T07:00:00Z</time></trkpt>'
     b"</trkseg></trk></gpx>"
 )
-
-
-def real(relative: str) -> Path:
-    """A real fixture: required in CI, else its tests skip (the synthetic ones still run)."""
-    path = REAL / relative
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real fixtures are required in CI: {path}")
-        pytest.skip(f"the real fixtures are not at {REAL}")
-    return path
 
 
 def write_zip(path: Path, entries: Iterable[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
@@ -80,7 +68,7 @@ def patch_central(data: bytes, name: str, offset: int, fmt: str, value: int) -> 
 
 
 def test_real_plain_file_is_one_item(tmp_path: Path) -> None:
-    path = real("gpx/run_garmin-connect_hr-cad.gpx")
+    path = real_fixture("gpx/run_garmin-connect_hr-cad.gpx")
     with open_upload(path, "morning run.gpx") as upload:
         assert [item.name for item in upload.items] == ["morning run.gpx"]
         assert upload.export is None
@@ -470,12 +458,12 @@ def test_stored_entries_read(tmp_path: Path) -> None:
 
 def test_real_files_inside_a_zip(tmp_path: Path) -> None:
     sources = {
-        "export/activities/1.gpx": real("gpx/run_garmin-connect_hr-cad.gpx").read_bytes(),
+        "export/activities/1.gpx": real_fixture("gpx/run_garmin-connect_hr-cad.gpx").read_bytes(),
         "export/activities/2.tcx.gz": gzip.compress(
-            real("tcx/run_forerunner410_hr.tcx").read_bytes()
+            real_fixture("tcx/run_forerunner410_hr.tcx").read_bytes()
         ),
         "export/activities/3.fit.gz": gzip.compress(
-            real("fit/run_fenix5_hr-cad_short.fit").read_bytes()
+            real_fixture("fit/run_fenix5_hr-cad_short.fit").read_bytes()
         ),
     }
     path = write_zip(tmp_path / "real.zip", sources.items())

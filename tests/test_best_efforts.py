@@ -8,20 +8,17 @@ import datetime as dt
 import itertools
 import json
 import math
-import os
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pytest
 
 from domain.activities import Sample
 from domain.best_efforts import BestEffort, Distance, best_efforts, offsets_from_samples
 from domain.strava import samples_from_streams
+from tests.support import real_fixture
 
-ROOT = Path(__file__).resolve().parent.parent
-REAL = Path(os.environ.get("STRIDE_REAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "real"))
 EARTH_RADIUS_M = 6_371_008.8
 
 Points = list[tuple[float, float | None]]
@@ -237,15 +234,6 @@ def test_integer_samples_are_accepted() -> None:
 # -- the real recordings, against a brute force -----------------------------------------------
 
 
-def _real(relative: str) -> Path:
-    path = REAL / relative
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real fixtures are required in CI: {path}")
-        pytest.skip(f"the real fixtures are not at {REAL}")
-    return path
-
-
 def _haversine(a: tuple[float, float], b: tuple[float, float]) -> float:
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
     h = (
@@ -262,7 +250,7 @@ def _instant(text: str) -> dt.datetime:
 def gpx_tracks(relative: str) -> list[Points]:
     """Each track's timed points with a haversine cumulative distance (whatever namespace)."""
     tracks: list[Points] = []
-    for track in ET.parse(_real(relative)).getroot().iterfind(".//{*}trk"):
+    for track in ET.parse(real_fixture(relative)).getroot().iterfind(".//{*}trk"):
         fixes = [
             (_instant(time.text), (float(p.attrib["lat"]), float(p.attrib["lon"])))
             for p in track.iterfind(".//{*}trkpt")
@@ -281,7 +269,7 @@ def gpx_tracks(relative: str) -> list[Points]:
 
 def tcx_points(relative: str) -> Points:
     """Trackpoints' recorded DistanceMeters (None where a point has none)."""
-    root = ET.fromstring(_real(relative).read_bytes())  # the BOM is fine as bytes
+    root = ET.fromstring(real_fixture(relative).read_bytes())  # the BOM is fine as bytes
     points = []
     for p in root.iterfind(".//{*}Trackpoint"):
         time, distance = p.find("{*}Time"), p.find("{*}DistanceMeters")
@@ -298,7 +286,7 @@ def strava_marathon_distance_only(step: int) -> Points:
     index stands in for seconds: the distance profile is real, the clock is made up (every
     `step`-th point keeps the brute force quick)."""
     body = json.loads(
-        _real("strava_api/activity_streams_key-by-type_distance-only_run.json").read_text()
+        real_fixture("strava_api/activity_streams_key-by-type_distance-only_run.json").read_text()
     )
     data = body["distance"]["data"]
     return [(float(i), data[i]) for i in range(0, len(data), step)]
@@ -307,7 +295,7 @@ def strava_marathon_distance_only(step: int) -> Points:
 def strava_ride_2010() -> Points:
     """The list-form streams through the production mapping (nulls inside the streams)."""
     body = json.loads(
-        _real("strava_api/activity_streams_list_all-types_ride_2010.json").read_text()
+        real_fixture("strava_api/activity_streams_list_all-types_ride_2010.json").read_text()
     )
     start = dt.datetime(2010, 1, 1, tzinfo=dt.UTC)
     samples = samples_from_streams(start, {stream["type"]: stream for stream in body})

@@ -7,16 +7,13 @@ import datetime as dt
 import gzip
 import os
 import struct
-from pathlib import Path
 
 import pytest
 
 from domain.files.detect import parse_file, sniff
 from domain.files.model import FileError, FileFormat
 from tests.fit_writer import fit_activity
-
-ROOT = Path(__file__).resolve().parent.parent
-REAL = Path(os.environ.get("STRIDE_REAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "real"))
+from tests.support import real_fixture
 
 START = dt.datetime(2024, 5, 1, 7, 0, tzinfo=dt.UTC)
 FIT = fit_activity(START, [(i * 5.0, 52.0 + i * 1e-4, 13.0, i * 11.0, 140) for i in range(5)])
@@ -33,16 +30,6 @@ TCX = (
     b"<tcx:Time>2024-05-01T07:00:00Z</tcx:Time></tcx:Trackpoint></tcx:Track></tcx:Lap>"
     b"</tcx:Activity></tcx:Activities></tcx:TrainingCenterDatabase>"
 )
-
-
-def real(relative: str) -> Path:
-    """A real fixture: required in CI, else its tests skip (the synthetic ones still run)."""
-    path = REAL / relative
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real fixtures are required in CI: {path}")
-        pytest.skip(f"the real fixtures are not at {REAL}")
-    return path
 
 
 def reason_of(name: str, data: bytes) -> str:
@@ -87,7 +74,7 @@ def test_content_of_another_kind_is_a_mismatch(name: str, data: bytes, message: 
 
 
 def test_real_fit_named_gpx_is_a_mismatch() -> None:
-    data = real("fit/run_fenix5_hr-cad_short.fit").read_bytes()
+    data = real_fixture("fit/run_fenix5_hr-cad_short.fit").read_bytes()
     assert reason_of("run.gpx", data) == "FILE_WRONG_TYPE"
     assert parse_file("run.fit", data)[0].samples
 

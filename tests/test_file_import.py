@@ -92,18 +92,6 @@ LINKED = {  # imported after (sorted by name) the file whose activity they dupli
 }
 
 
-@pytest.fixture
-def server(database_url: str | None, tmp_path: Path) -> Iterator[ServerThread]:
-    with ServerThread(make_settings(tmp_path / "data", database_url)) as running:
-        yield running
-
-
-@pytest.fixture
-def channel(server: ServerThread) -> Iterator[grpc.Channel]:
-    with channel_as(server.address, ADMIN_TOKEN) as admin:
-        yield admin
-
-
 def _staged(server: ServerThread) -> list[str]:
     directory = server.settings.staging_dir
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []

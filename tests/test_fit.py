@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import os
 import random
 import struct
 import xml.etree.ElementTree as ET
@@ -27,18 +26,7 @@ import pytest
 from domain.files.fit import MAX_RECORDS, parse_fit, sport_type
 from domain.files.model import FileError, FileFormat
 from domain.sports import SPORT_TYPES
-
-ROOT = Path(__file__).resolve().parent.parent
-REAL = Path(os.environ.get("STRIDE_REAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "real"))
-
-
-def _real(relative: str) -> Path:
-    path = REAL / relative
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real fixtures are required in CI: {path}")
-        pytest.skip(f"the real fixtures are not at {REAL}")
-    return path
+from tests.support import real_fixture
 
 
 def _t(text: str) -> dt.datetime:
@@ -94,13 +82,13 @@ DEVICES = {
 
 
 def test_every_real_fit_file_is_listed() -> None:
-    present = {p.name for p in _real("fit").glob("*.fit")}
+    present = {p.name for p in real_fixture("fit").glob("*.fit")}
     assert present == set(FIT_FILES) | set(CORRUPT_FILES)
 
 
 @pytest.mark.parametrize("name", sorted(FIT_FILES))
 def test_real_file(name: str) -> None:
-    activities = parse_fit(_real(f"fit/{name}").read_bytes())
+    activities = parse_fit(real_fixture(f"fit/{name}").read_bytes())
     expected = FIT_FILES[name]
     assert len(activities) == len(expected)
     for activity, want in zip(activities, expected, strict=True):
@@ -121,7 +109,7 @@ def test_real_file(name: str) -> None:
 def test_record_fields_are_converted() -> None:
     """fēnix 5: its first record, read by hand from the FIT bytes' fields (semicircles,
     cadence + fractional cadence)."""
-    samples = parse_fit(_real("fit/run_fenix5_hr-cad_short.fit").read_bytes())[0].samples
+    samples = parse_fit(real_fixture("fit/run_fenix5_hr-cad_short.fit").read_bytes())[0].samples
     with_position = [s for s in samples if s.latitude is not None]
     assert with_position
     for s in with_position:
@@ -137,7 +125,9 @@ def test_record_fields_are_converted() -> None:
 
 
 def test_power_is_read() -> None:
-    samples = parse_fit(_real("fit/run_stryd_hr-cad-power_devfields.fit").read_bytes())[0].samples
+    samples = parse_fit(real_fixture("fit/run_stryd_hr-cad-power_devfields.fit").read_bytes())[
+        0
+    ].samples
     powers = [s.power_watts for s in samples if s.power_watts is not None]
     assert powers
     # The session says avg_power 218 W (its records include the stops at 0 W).
@@ -147,7 +137,7 @@ def test_power_is_read() -> None:
 @pytest.mark.parametrize("name", sorted(CORRUPT_FILES))
 def test_really_broken_files_fail_clearly(name: str) -> None:
     with pytest.raises(FileError) as caught:
-        parse_fit(_real(f"fit/{name}").read_bytes())
+        parse_fit(real_fixture(f"fit/{name}").read_bytes())
     assert caught.value.reason == "FILE_CORRUPT"
     assert CORRUPT_FILES[name] in caught.value.message
 
@@ -157,15 +147,15 @@ def test_second_decoder_agrees() -> None:
     for name, expected in FIT_FILES.items():
         records = [
             m.get_values()
-            for m in fitparse.FitFile(str(_real(f"fit/{name}"))).get_messages("record")
+            for m in fitparse.FitFile(str(real_fixture(f"fit/{name}"))).get_messages("record")
         ]
-        ours = [s for a in parse_fit(_real(f"fit/{name}").read_bytes()) for s in a.samples]
+        ours = [s for a in parse_fit(real_fixture(f"fit/{name}").read_bytes()) for s in a.samples]
         if len(expected) == 1:
             assert len(ours) == len(records), name
         assert ours[0].time == records[0]["timestamp"].replace(tzinfo=dt.UTC)
         assert ours[-1].time == records[-1]["timestamp"].replace(tzinfo=dt.UTC)
         assert ours[-1].distance_meters == pytest.approx(records[-1].get("distance") or 0.0)
-        sessions = [m.get_values() for m in fitparse.FitFile(str(_real(f"fit/{name}")))
+        sessions = [m.get_values() for m in fitparse.FitFile(str(real_fixture(f"fit/{name}")))
                     .get_messages("session")]  # fmt: skip
         total = sum(s.get("total_distance") or 0.0 for s in sessions)
         # The device's last record is within 0.1 % of its session total.
@@ -218,7 +208,7 @@ def test_edge1000_fit_matches_gpx_and_tcx() -> None:
     stopped, which the device distance leaves out (899 m geodesic vs 668 m device); without
     that gap the geodesic is 653 m, 2.2 % under. That is for the derived-metrics pause
     handling to settle; here it is pinned so a change shows."""
-    activity = parse_fit(_real("fit/ride_edge1000_hr-cad-power.fit").read_bytes())[0]
+    activity = parse_fit(real_fixture("fit/ride_edge1000_hr-cad-power.fit").read_bytes())[0]
     samples = activity.samples
     fit_distance = samples[-1].distance_meters
     assert fit_distance is not None
@@ -232,10 +222,10 @@ def test_edge1000_fit_matches_gpx_and_tcx() -> None:
     fit_geodesic = sum(_haversine(a, b) for a, b in itertools.pairwise(points))
 
     gpx_distance, gpx_duration = _gpx_distance_and_duration(
-        _real("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx")
+        real_fixture("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx")
     )
     tcx_distance, tcx_duration = _tcx_distance_and_duration(
-        _real("tcx/ride_edge1000_hr-cad-power_5laps.tcx")
+        real_fixture("tcx/ride_edge1000_hr-cad-power_5laps.tcx")
     )
     assert fit_duration == pytest.approx(gpx_duration, rel=0.01)
     assert fit_duration == pytest.approx(tcx_duration, rel=0.01)
@@ -302,15 +292,15 @@ def test_default_limit_is_500k_records() -> None:
 
 def test_real_file_over_a_small_limit_is_too_large() -> None:
     with pytest.raises(FileError) as caught:
-        parse_fit(_real("fit/run_fenix2_hr-cad-temp.fit").read_bytes(), max_records=2808)
+        parse_fit(real_fixture("fit/run_fenix2_hr-cad-temp.fit").read_bytes(), max_records=2808)
     assert caught.value.reason == "FILE_TOO_LARGE"
-    assert len(parse_fit(_real("fit/run_fenix2_hr-cad-temp.fit").read_bytes(),
+    assert len(parse_fit(real_fixture("fit/run_fenix2_hr-cad-temp.fit").read_bytes(),
                          max_records=2809)[0].samples) == 2809  # fmt: skip
 
 
 @pytest.mark.parametrize("cut", [13, 100, 1000, 5000])
 def test_truncated_real_file_is_corrupt(cut: int) -> None:
-    data = _real("fit/run_fenix5_hr-cad_short.fit").read_bytes()
+    data = real_fixture("fit/run_fenix5_hr-cad_short.fit").read_bytes()
     with pytest.raises(FileError) as caught:
         parse_fit(data[:cut])
     assert caught.value.reason == "FILE_CORRUPT"
@@ -331,7 +321,7 @@ def test_tiny_or_text_payload_is_the_wrong_type(data: bytes) -> None:
 
 
 def test_gpx_sent_as_fit_is_the_wrong_type() -> None:
-    data = _real("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx").read_bytes()
+    data = real_fixture("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx").read_bytes()
     with pytest.raises(FileError) as caught:
         parse_fit(data)
     assert caught.value.reason == "FILE_WRONG_TYPE"

@@ -6,10 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -18,19 +16,7 @@ from domain.files.gpx import parse_gpx, sport_from_gpx_type
 from domain.files.model import FileError, FileFormat, ParsedActivity
 from domain.files.tcx import parse_tcx
 from domain.files.xml import MAX_SAMPLES
-
-ROOT = Path(__file__).resolve().parent.parent
-REAL = Path(os.environ.get("STRIDE_REAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "real"))
-
-
-def real(relative: str) -> Path:
-    """A real fixture: required in CI, else its tests skip (the synthetic ones still run)."""
-    path = REAL / relative
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real fixtures are required in CI: {path}")
-        pytest.skip(f"the real fixtures are not at {REAL}")
-    return path
+from tests.support import real_fixture
 
 
 def utc(text: str) -> dt.datetime:
@@ -97,7 +83,7 @@ GPX_FAILING = {"malformed_bad-character.gpx": "FILE_CORRUPT"}
 
 
 def test_every_gpx_fixture_has_an_expected_outcome() -> None:
-    names = {p.name for p in real("gpx").glob("*.gpx")}
+    names = {p.name for p in real_fixture("gpx").glob("*.gpx")}
     assert names == set(GPX_EXPECTED) | set(GPX_FAILING)
 
 
@@ -122,7 +108,7 @@ def independent_gpx_track(data: bytes) -> tuple[list[tuple[dt.datetime, float, f
 
 @pytest.mark.parametrize("name", sorted(GPX_EXPECTED))
 def test_gpx_fixture(name: str) -> None:
-    data = real(f"gpx/{name}").read_bytes()
+    data = real_fixture(f"gpx/{name}").read_bytes()
     expected = GPX_EXPECTED[name]
     activity = parse_gpx(data)
     assert activity.format == FileFormat.GPX
@@ -149,7 +135,9 @@ def test_gpx_fixture(name: str) -> None:
 
 
 def test_gpx_garmin_extensions_are_read() -> None:
-    activity = parse_gpx(real("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx").read_bytes())
+    activity = parse_gpx(
+        real_fixture("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx").read_bytes()
+    )
     first = activity.samples[0]
     assert (first.heart_rate_bpm, first.cadence_rpm) == (154, 90)
     assert first.altitude_meters == pytest.approx(-20.2, abs=1e-6)
@@ -158,14 +146,14 @@ def test_gpx_garmin_extensions_are_read() -> None:
 
 def test_gpx_run_distance_is_plausible() -> None:
     """A sanity anchor outside the parser: the Garmin run is a ~90 min stroll of a few km."""
-    activity = parse_gpx(real("gpx/run_garmin-connect_hr-cad.gpx").read_bytes())
+    activity = parse_gpx(real_fixture("gpx/run_garmin-connect_hr-cad.gpx").read_bytes())
     assert 2_000 < path_length(sample_path(activity.samples)) < 15_000
     hrs = [s.heart_rate_bpm for s in activity.samples if s.heart_rate_bpm is not None]
     assert len(hrs) == 988
 
 
 def test_bom_no_namespace_file() -> None:
-    data = real("gpx/bom_no-namespace_waypoint-only.gpx").read_bytes()
+    data = real_fixture("gpx/bom_no-namespace_waypoint-only.gpx").read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")
     activity = parse_gpx(data)
     assert activity.untimed_points == 1
@@ -174,7 +162,7 @@ def test_bom_no_namespace_file() -> None:
 
 def test_malformed_gpx_is_corrupt_with_parser_message() -> None:
     with pytest.raises(FileError) as info:
-        parse_gpx(real("gpx/malformed_bad-character.gpx").read_bytes())
+        parse_gpx(real_fixture("gpx/malformed_bad-character.gpx").read_bytes())
     assert info.value.reason == "FILE_CORRUPT"
     assert "line 1" in info.value.message
 
@@ -220,7 +208,7 @@ TCX_EXPECTED: dict[str, TcxExpected] = {
 
 
 def test_every_tcx_fixture_has_an_expected_outcome() -> None:
-    assert {p.name for p in real("tcx").glob("*.tcx")} == set(TCX_EXPECTED)
+    assert {p.name for p in real_fixture("tcx").glob("*.tcx")} == set(TCX_EXPECTED)
 
 
 def independent_tcx(data: bytes) -> tuple[list[dt.datetime], float, int]:
@@ -245,7 +233,7 @@ def independent_tcx(data: bytes) -> tuple[list[dt.datetime], float, int]:
 
 @pytest.mark.parametrize("name", sorted(TCX_EXPECTED))
 def test_tcx_fixture(name: str) -> None:
-    data = real(f"tcx/{name}").read_bytes()
+    data = real_fixture(f"tcx/{name}").read_bytes()
     expected = TCX_EXPECTED[name]
     activities = parse_tcx(data)
     assert len(activities) == 1
@@ -267,19 +255,21 @@ def test_tcx_fixture(name: str) -> None:
 
 
 def test_tcx_utc_offsets_become_utc() -> None:
-    (activity,) = parse_tcx(real("tcx/run_fitbit-ionic_hr_bom_tz-offset.tcx").read_bytes())
+    (activity,) = parse_tcx(real_fixture("tcx/run_fitbit-ionic_hr_bom_tz-offset.tcx").read_bytes())
     assert activity.start_time == dt.datetime(2022, 12, 5, 0, 14, 28, tzinfo=dt.UTC)
     assert activity.start_time is not None
     assert activity.start_time.utcoffset() == dt.timedelta(0)
 
 
 def test_tcx_power_speed_cadence_and_run_cadence() -> None:
-    (ride,) = parse_tcx(real("tcx/ride_edge1000_hr-cad-power_5laps.tcx").read_bytes())
+    (ride,) = parse_tcx(real_fixture("tcx/ride_edge1000_hr-cad-power_5laps.tcx").read_bytes())
     first = ride.samples[0]
     assert (first.heart_rate_bpm, first.cadence_rpm, first.power_watts) == (154, 90, 162)
     assert first.speed_meters_per_second == pytest.approx(6.438, abs=1e-3)
     assert first.distance_meters == pytest.approx(6.59, abs=1e-6)
-    (ski,) = parse_tcx(real("tcx/xcski-sport-other_vivoactive-hr_hr-runcadence.tcx").read_bytes())
+    (ski,) = parse_tcx(
+        real_fixture("tcx/xcski-sport-other_vivoactive-hr_hr-runcadence.tcx").read_bytes()
+    )
     assert any(s.cadence_rpm for s in ski.samples)
 
 
@@ -297,8 +287,8 @@ def test_edge1000_gpx_and_tcx_agree() -> None:
     counts 6.59 m before the first point and only 7.68 m over a 32 s auto-pause in which GPS
     moved 246 m, so raw GPX haversine (899 m) is 35 % off it. Compared over the recorded
     legs (no pause), device distance and GPX haversine agree within 1 %."""
-    gpx = parse_gpx(real("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx").read_bytes())
-    (tcx,) = parse_tcx(real("tcx/ride_edge1000_hr-cad-power_5laps.tcx").read_bytes())
+    gpx = parse_gpx(real_fixture("gpx/ride_garmin-connect_edge1000_hr-cad-temp.gpx").read_bytes())
+    (tcx,) = parse_tcx(real_fixture("tcx/ride_edge1000_hr-cad-power_5laps.tcx").read_bytes())
 
     def duration(a: ParsedActivity) -> float:
         return (a.samples[-1].time - a.samples[0].time).total_seconds()
@@ -482,8 +472,8 @@ def test_entities_are_unsafe_for_tcx(data: bytes) -> None:
 
 
 def test_truncated_files_are_corrupt() -> None:
-    gpx = real("gpx/run_garmin-connect_hr-cad.gpx").read_bytes()
-    tcx = real("tcx/run_forerunner410_hr.tcx").read_bytes()
+    gpx = real_fixture("gpx/run_garmin-connect_hr-cad.gpx").read_bytes()
+    tcx = real_fixture("tcx/run_forerunner410_hr.tcx").read_bytes()
     with pytest.raises(FileError) as info:
         parse_gpx(gpx[: len(gpx) // 2])
     assert info.value.reason == "FILE_CORRUPT"
@@ -493,8 +483,8 @@ def test_truncated_files_are_corrupt() -> None:
 
 
 def test_wrong_type_is_rejected() -> None:
-    tcx = real("tcx/run_forerunner410_hr.tcx").read_bytes()
-    gpx = real("gpx/track_empty-second-segment.gpx").read_bytes()
+    tcx = real_fixture("tcx/run_forerunner410_hr.tcx").read_bytes()
+    gpx = real_fixture("gpx/track_empty-second-segment.gpx").read_bytes()
     with pytest.raises(FileError) as info:
         parse_gpx(tcx)
     assert info.value.reason == "FILE_WRONG_TYPE"
@@ -515,7 +505,7 @@ def test_not_xml_is_corrupt(data: bytes) -> None:
 
 
 def test_real_fit_file_claiming_gpx_is_corrupt() -> None:
-    fit = real("fit/ride_edge1000_hr-cad-power.fit")
+    fit = real_fixture("fit/ride_edge1000_hr-cad-power.fit")
     with pytest.raises(FileError) as info:
         parse_gpx(fit.read_bytes())
     assert info.value.reason == "FILE_CORRUPT"

@@ -16,7 +16,6 @@ import datetime as dt
 import itertools
 import json
 import math
-import os
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -34,9 +33,8 @@ from domain.metrics import (
     summarize,
 )
 from domain.strava import samples_from_streams
+from tests.support import real_fixture
 
-ROOT = Path(__file__).resolve().parent.parent
-REAL = Path(os.environ.get("STRIDE_REAL_FIXTURES", ROOT.parent / "shared" / "fixtures" / "real"))
 T0 = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
 METERS_PER_DEGREE = 6_371_008.8 * math.pi / 180  # on the sphere domain.metrics uses
 
@@ -455,13 +453,7 @@ class Tcx:
 
 
 def real(*parts: str) -> Path:
-    """A real fixture; skipped where they are not (failing in CI, which must have them)."""
-    path = REAL.joinpath(*parts)
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real fixtures are required in CI: {path}")
-        pytest.skip(f"the real fixtures are not at {REAL}")
-    return path
+    return real_fixture("/".join(parts))
 
 
 def read_tcx(name: str) -> Tcx:

@@ -35,6 +35,7 @@ from tasks.jobs import JobRun, register
 from tasks.strava.client import Activity as StravaActivityRecord
 from tasks.strava.errors import NotFound
 from tasks.strava.work import StravaWork, strava_work
+from tasks.tally import Tally as BaseTally
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +55,6 @@ FINGERPRINT = (
     "max_heartrate",
     "manual",
 )
-MAX_FAILED_ITEMS = 100
 # Reconcile refuses to delete more than this share of the stored activities at once: Strava
 # answering with an empty or truncated history is likelier than the athlete deleting most of it.
 RECONCILE_MAX_SHARE = 0.5
@@ -64,37 +64,12 @@ def fingerprint(raw: dict[str, Any] | None) -> tuple[Any, ...] | None:
     return None if raw is None else tuple(raw.get(key) for key in FINGERPRINT)
 
 
-@dataclass
-class Tally:
+class Tally(BaseTally):
     """What a Strava job did (the job's result), kept in its checkpoint across re-runs."""
-
-    created: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    skipped: int = 0
-    failed: int = 0
-    samples_written: int = 0
-    failed_items: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Tally:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def progress(self) -> Progress:
         done = self.created + self.updated + self.unchanged + self.deleted
         return Progress(completed=done, failed=self.failed, skipped=self.skipped)
-
-    def fail(self, item: str, message: str) -> None:
-        self.failed += 1
-        if len(self.failed_items) < MAX_FAILED_ITEMS:
-            self.failed_items.append(
-                {"item": item, "error": {"code": "INVALID_ARGUMENT", "message": message}}
-            )
 
 
 def write_activity(
