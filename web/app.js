@@ -482,7 +482,7 @@ export async function importFile(file) {
         await new Promise((resolve) => setTimeout(resolve, 500 * (attempt + 1)));
       }
     }
-    if (athlete === state.athlete) await refresh();
+    if (athlete === state.athlete) await refresh().catch(showError);
     return last;
   } catch (error) {
     item.dataset.state = "JOB_STATE_FAILED";
