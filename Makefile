@@ -1,4 +1,4 @@
-# Every target bootstraps .venv (and node_modules for buf) on first use.
+# Every target bootstraps .venv (and node_modules: buf, the dashboard's Chart.js) on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -21,8 +21,8 @@ $(BUF): package.json
 run: $(STAMP)
 	$(PY) -m server
 
-## test: the whole test suite (PostgreSQL and Redis on 127.0.0.1 are used when up)
-test: $(STAMP)
+## test: the whole test suite (PostgreSQL and Redis on 127.0.0.1 are used when up; Chromium for the dashboard's)
+test: $(STAMP) $(BUF)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## gen: regenerate gen/ from protos/
@@ -56,9 +56,10 @@ migrate: $(STAMP)
 strava-sim: $(STAMP)
 	$(PY) -m tests.strava_sim --port 8700 --seed 1 --athletes 3 --activities 300 $(STRAVA_SIM_ARGS)
 
-## gateway: Envoy on 127.0.0.1:8080 in front of `make run` (REST/JSON, gRPC-Web; admin on 127.0.0.1:9901; other addresses: GATEWAY_ARGS)
+## gateway: Envoy on 127.0.0.1:8080 in front of `make run` (REST/JSON, gRPC-Web, the dashboard at http://127.0.0.1:8080/; admin on 127.0.0.1:9901; other addresses: GATEWAY_ARGS)
 GATEWAY_ARGS ?= --listen 127.0.0.1:8080 --upstream 127.0.0.1:50051 --cors-origin http://localhost:8080
-gateway: $(STAMP)
+# node_modules holds the dashboard's Chart.js, which Envoy serves.
+gateway: $(STAMP) $(BUF)
 	$(PY) -m gateway.render $(GATEWAY_ARGS) --out build/envoy.yaml
 	$(VENV)/bin/envoy -c build/envoy.yaml --log-level warn --disable-hot-restart
 
