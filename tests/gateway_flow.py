@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,15 +53,16 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
 
 
 @contextmanager
-def running_envoy(upstream: str, workdir: Path, **options: object) -> Iterator[str]:
-    """Envoy rendered by gateway.render for `upstream` (HOST:PORT); yields its base URL."""
+def running_envoy(upstream: str, workdir: Path, cors_origins: Sequence[str] = ()) -> Iterator[str]:
+    """Envoy rendered by gateway.render for `upstream` (HOST:PORT), the dashboard included;
+    yields its base URL."""
     envoy = envoy_binary()
     listen, admin = free_port(), free_port()
     rendered = Gateway(
         listen=f"127.0.0.1:{listen}",
         upstreams=[upstream],
+        cors_origins=list(cors_origins),
         admin_port=admin,
-        **options,  # type: ignore[arg-type]
     ).render()
     config = workdir / "envoy.yaml"
     config.write_text(rendered)

