@@ -63,5 +63,12 @@ gateway: $(STAMP) $(BUF)
 	$(PY) -m gateway.render $(GATEWAY_ARGS) --out build/envoy.yaml
 	$(VENV)/bin/envoy -c build/envoy.yaml --log-level warn --disable-hot-restart
 
+## compose-gateway: gateway/envoy.compose.yaml, the gateway's configuration in compose.yml (CORS_ORIGIN: the site the dashboard or other pages are served from)
+CORS_ORIGIN ?= http://localhost:8080
+compose-gateway: $(STAMP) $(BUF)
+	$(PY) -m gateway.render --listen 0.0.0.0:8080 --upstream server-1:50051 --upstream server-2:50051 \
+		--cors-origin $(CORS_ORIGIN) --descriptor-path /etc/envoy/stride.binpb \
+		--dashboard-path /etc/envoy/dashboard --out gateway/envoy.compose.yaml
+
 clean:
 	rm -rf $(VENV) node_modules build .mypy_cache .ruff_cache .pytest_cache

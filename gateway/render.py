@@ -96,6 +96,9 @@ class Gateway:
     # The dashboard's files (web/) and Chart.js (node_modules); None leaves the dashboard out.
     web_root: Path | None = WEB_ROOT
     vendor_root: Path = VENDOR_ROOT
+    # Where Envoy reads the dashboard's files, when not where they are read here (a
+    # container): `<dashboard_path>/web/...` and `<dashboard_path>/vendor/...`.
+    dashboard_path: str | None = None
 
     def dashboard_routes(self) -> tuple[list[dict[str, object]], int]:
         """The dashboard's routes (ahead of the API's) and the largest file's size."""
@@ -124,6 +127,7 @@ class Gateway:
                 hint = " (npm install)" if root == "vendor" else ""
                 raise ValueError(f"the dashboard needs {file}{hint}; or pass --no-dashboard")
             largest = max(largest, file.stat().st_size)
+            served = f"{self.dashboard_path}/{root}/{relative}" if self.dashboard_path else file
             headers = {
                 "content-type": content_type,
                 "cache-control": "no-cache",
@@ -134,7 +138,7 @@ class Gateway:
             routes.append(
                 {
                     "match": {"path": DASHBOARD + url},
-                    "direct_response": {"status": 200, "body": {"filename": str(file)}},
+                    "direct_response": {"status": 200, "body": {"filename": str(served)}},
                     "response_headers_to_add": [
                         {
                             "header": {"key": key, "value": value},
@@ -231,6 +235,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="node_modules, where the dashboard's Chart.js is (default: ./node_modules)",
     )
     parser.add_argument(
+        "--dashboard-path",
+        help="where Envoy reads the dashboard's files (DIR/web/..., DIR/vendor/...) when not "
+        "where they are read here (a container; default: the same)",
+    )
+    parser.add_argument(
         "--no-dashboard", action="store_true", help="serve no dashboard (only the API)"
     )
     parser.add_argument("--out", type=Path, help="where to write the config (default: stdout)")
@@ -246,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stream_idle_seconds=args.stream_idle_seconds,
         web_root=None if args.no_dashboard else args.web_root,
         vendor_root=args.vendor_root,
+        dashboard_path=args.dashboard_path,
     )
     try:
         text = gateway.render()

@@ -15,6 +15,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -290,7 +291,7 @@ def test_volumes_staging_and_ports(services: dict[str, Any], compose: dict[str, 
         for mount in service.get("volumes", []):
             source = mount.split(":", 1)[0]
             if source.startswith("."):
-                assert (ROOT / source).exists() or source == "./gateway/envoy.compose.yaml"
+                assert (ROOT / source).exists() or source == "./gateway/envoy.compose.yaml", source
             else:
                 assert source in named, source
     # Only the gateway and Prometheus (on loopback) are published on the host.
@@ -315,18 +316,48 @@ def test_prometheus_scrapes_every_server(services: dict[str, Any]) -> None:
     assert mount in services["prometheus"]["volumes"]
 
 
-def test_envoy_config_is_the_rendered_gateway_for_both_servers(
-    services: dict[str, Any],
+def test_the_gateway_config_make_renders_reads_only_what_compose_mounts(
+    services: dict[str, Any], tmp_path: Path
 ) -> None:
-    mount = "./gateway/envoy.compose.yaml:/etc/envoy/envoy.yaml:ro"
-    assert mount in services["envoy"]["volumes"]
-    rendered = ROOT / "gateway/envoy.compose.yaml"
-    if not rendered.exists():
-        pytest.skip("gateway/envoy.compose.yaml is not rendered yet")
-    text = rendered.read_text()
+    """`make compose-gateway` renders for both servers, and every file that configuration
+    makes Envoy read (the descriptor set, the dashboard's files) is mounted in its container
+    from a file that exists here."""
+    envoy = services["envoy"]
+    mounts = {
+        target: source for source, target, *_ in (mount.split(":") for mount in envoy["volumes"])
+    }
+    assert mounts["/etc/envoy/envoy.yaml"] == "./gateway/envoy.compose.yaml"
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncompose-gateway:", 1)[1].split("\n\n", 1)[0]
+    arguments = shlex.split(recipe.split("-m gateway.render", 1)[1].replace("\\\n", " "))
+    out = tmp_path / "envoy.compose.yaml"
+    arguments[arguments.index("--out") + 1] = str(out)
+    arguments = [a.replace("$(CORS_ORIGIN)", "https://example.org") for a in arguments]
+    subprocess.run([sys.executable, "-m", "gateway.render", *arguments], cwd=ROOT, check=True)
+    config = _load(out)
+    text = out.read_text()
     for upstream in ("server-1", "server-2"):
-        assert upstream in text
-    assert "8080" in text
+        assert f"{upstream}" in text
+    read: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("filename", "proto_descriptor") and isinstance(value, str):
+                    read.append(value)
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(config)
+    assert "/etc/envoy/stride.binpb" in read
+    assert any(path.endswith("index.html") for path in read)
+    for path in read:
+        target = next((t for t in mounts if path == t or path.startswith(t + "/")), None)
+        assert target is not None, f"Envoy reads {path}, which compose does not mount"
+        source = ROOT / (mounts[target] + path.removeprefix(target))
+        assert source.exists(), f"{path} would come from {source}, which does not exist"
 
 
 # --- the commands, run for real ---------------------------------------------------------
