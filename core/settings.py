@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Server
     listen_address: str = "127.0.0.1:50051"
     metrics_address: str | None = "127.0.0.1:9464"
+    # A stride-worker's own /metrics (job runs, failures, durations); off by default, as a
+    # worker beside a server on one host would otherwise clash with its port.
+    worker_metrics_address: str | None = None
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # Let several processes listen on one port (SO_REUSEPORT). Off: a port in use is refused.
     reuse_port: bool = False
@@ -219,7 +222,7 @@ class Settings(BaseSettings):
     def _check_listen(cls, value: str) -> str:
         return _host_port(value)
 
-    @field_validator("metrics_address")
+    @field_validator("metrics_address", "worker_metrics_address")
     @classmethod
     def _check_metrics(cls, value: str | None) -> str | None:
         return None if value in (None, "", "off") else _host_port(value)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from core import metrics
 from domain.errors import NotFound
 from domain.jobs import Job, JobFailure, JobKind, JobState, Progress, ResumeLater
 from services.jobs import RENEW_EVERY, JobStore, LeaseLost, LeaseStatus
@@ -209,7 +210,7 @@ def run_job(job_id: str) -> None:
         return
     run = JobRun(store, started, owner)
     try:
-        with checked_by(run.check):
+        with checked_by(run.check), _measured(job.kind):
             result = runner(run)
     except LeaseLost:
         log.warning("job lease lost; another worker runs it now", job_id=job_id)
@@ -238,6 +239,24 @@ def run_job(job_id: str) -> None:
         store.release(job_id, owner, requeue=True)
         raise
     _end(store, job_id, owner, JobState.SUCCEEDED, result=result or {})
+
+
+@contextlib.contextmanager
+def _measured(kind: JobKind) -> Iterator[None]:
+    """A run in the job metrics: counted, timed, and a failure when it ends the job FAILED
+    or raises (to be retried); a cancel, a wait or a stopping worker is no failure."""
+    label = kind.value.lower()
+    metrics.JOB_RUNS.labels(label).inc()
+    began = time.monotonic()
+    try:
+        yield
+    except (JobCancelled, ResumeLater, WorkerStopping, LeaseLost):
+        raise
+    except BaseException:
+        metrics.JOB_FAILURES.labels(label).inc()
+        raise
+    finally:
+        metrics.JOB_DURATION.labels(label).observe(time.monotonic() - began)
 
 
 def sweep_once(store: JobStore, huey: JobQueue) -> int:

@@ -25,6 +25,8 @@ from core.process import configure_observability
 from core.settings import Settings, SettingsError, load_settings
 from core.telemetry import tracer
 from runtime import check_worker, open_runtime
+from server.listen import ListenError
+from server.metrics import MetricsEndpoint
 from storage.database import DatabaseUnavailable
 from tasks.consumer import StrideConsumer, quiet_huey_logging, worker_identity
 from tasks.diagnostics import ping
@@ -62,6 +64,13 @@ def run(settings: Settings) -> int:
         return 1
     quiet_huey_logging(settings.log_level)
     try:
+        address = settings.worker_metrics_address
+        metrics = MetricsEndpoint(address) if address else None
+    except ListenError as exc:
+        runtime.close()
+        log.error("cannot start", error=str(exc))
+        return 1
+    try:
         consumer = StrideConsumer(
             runtime.huey,
             workers=settings.huey_workers,
@@ -74,9 +83,12 @@ def run(settings: Settings) -> int:
             queue=runtime.huey.describe(),
             threads=settings.huey_workers,
             database=runtime.database.primary.url.render_as_string(hide_password=True),
+            metrics_port=metrics.port if metrics else None,
         )
         consumer.run()  # returns after a graceful stop
     finally:
+        if metrics is not None:
+            metrics.close()
         runtime.close()
         flush_errors()
     log.info("worker stopped", worker=worker_identity())

@@ -300,7 +300,7 @@ def test_volumes_staging_and_ports(services: dict[str, Any], compose: dict[str, 
     assert services["prometheus"]["ports"][0].startswith("127.0.0.1:")
 
 
-def test_prometheus_scrapes_every_server(services: dict[str, Any]) -> None:
+def test_prometheus_scrapes_every_server_and_worker(services: dict[str, Any]) -> None:
     config = _load(ROOT / "deploy/prometheus.yml")
     targets = {
         target
@@ -309,9 +309,14 @@ def test_prometheus_scrapes_every_server(services: dict[str, Any]) -> None:
         for target in group["targets"]
     }
     for name, service in _stride_services(services).items():
-        address = service.get("environment", {}).get("STRIDE_METRICS_ADDRESS")
-        if service["command"] == ["stride-server"]:
+        environment = service.get("environment", {})
+        address = {
+            ("stride-server",): environment.get("STRIDE_METRICS_ADDRESS"),
+            ("stride-worker",): environment.get("STRIDE_WORKER_METRICS_ADDRESS"),
+        }.get(tuple(service["command"]))
+        if address is not None:
             assert f"{name}:{address.rsplit(':', 1)[1]}" in targets, name
+    assert {"server-1:9464", "server-2:9464", "worker-1:9464", "worker-2:9464"} <= targets
     mount = "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
     assert mount in services["prometheus"]["volumes"]
 

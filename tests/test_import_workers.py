@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 from stride.v1 import job_pb2, job_pb2_grpc
@@ -96,9 +98,12 @@ def test_a_worker_killed_mid_import_is_replaced_and_every_file_is_stored_once(
         killed_at = store.get(job_id).progress.completed
         assert killed_at < FILES, "the import was too far along to prove anything"
 
-        with WorkerProcess(env) as second:
+        metrics_port = _free_port()
+        second_env = {**env, "STRIDE_WORKER_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}"}
+        with WorkerProcess(second_env) as second:
             second.wait_for("worker started")
             events = watch(channel, job.name, after=0, timeout=RECOVERY_SECONDS)
+            scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         ended = job_pb2_grpc.JobServiceStub(channel).GetJob(job_pb2.GetJobRequest(name=job.name))
         assert ended.state == job_pb2.JOB_STATE_SUCCEEDED, ended.error
         states = [e.state for e in events]
@@ -117,3 +122,12 @@ def test_a_worker_killed_mid_import_is_replaced_and_every_file_is_stored_once(
         assert tuple(stored) == (FILES, FILES)
         assert samples == FILES * POINTS
         assert not any(staging.iterdir())  # the staged upload went with the job
+        # The worker that finished it says so on its own /metrics (Prometheus scrapes it).
+        assert 'stride_job_runs_total{kind="file_import"} 1.0' in scraped
+        assert 'stride_job_duration_seconds_count{kind="file_import"} 1.0' in scraped
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
