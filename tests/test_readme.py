@@ -50,7 +50,6 @@ import re
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,11 +60,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from stride.v1 import activity_pb2, activity_pb2_grpc
 
 from tests.export_factory import strava_export
+from tests.gateway_flow import free_port, wait_ready
 from tests.strava_sim import SimConfig, StravaSimulator
 from tests.support import ROOT, channel_as, real_fixture, wait_for_port
 
@@ -323,12 +322,6 @@ def _require(path: str | None, what: str) -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Stack:
     work: Path
@@ -340,20 +333,6 @@ class Stack:
 
     def admin_token(self) -> str:
         return (self.work / ".stride-data" / "admin_token").read_text().strip()
-
-
-def _wait_envoy(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"envoy exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/v1/athletes", timeout=2).status_code == 401:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"envoy did not become ready:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -395,7 +374,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         envoy_process: subprocess.Popen[bytes] | None = None
         try:
             address = f"127.0.0.1:{wait_for_port(server)}"
-            listen, admin = _free_port(), _free_port()
+            listen, admin = free_port(), free_port()
             config_path = work / "build" / "envoy.yaml"
             config_path.parent.mkdir()
             subprocess.run(
@@ -412,7 +391,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     stdout=out, stderr=subprocess.STDOUT,
                 )  # fmt: skip
             gateway = f"127.0.0.1:{listen}"
-            _wait_envoy(envoy_process, f"http://{gateway}", log)
+            wait_ready(envoy_process, f"http://{gateway}", log)
             yield Stack(work, address, gateway, sim, env, len(export))
         finally:
             if envoy_process is not None:
