@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
+from importlib import metadata
 
 import structlog
 
@@ -14,7 +16,15 @@ from server.app import serve
 from storage.database import DatabaseUnavailable
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="stride-server",
+        description="Serve Stride's gRPC API. Every setting is an environment variable with "
+        "the STRIDE_ prefix, or a line of .env (README: Configuration); with none, it runs "
+        "the embedded default (SQLite and in-process workers in ./.stride-data).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.parse_args(argv)
     try:
         settings = load_settings()
         check_server(settings)
@@ -27,6 +37,13 @@ def main() -> None:
     except (DatabaseUnavailable, RuntimeError, OSError) as exc:
         structlog.get_logger("server").error("cannot start", error=str(exc))
         sys.exit(1)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("stride")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -68,16 +68,28 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_zero(tmp_path: Path)
             process.wait()
 
 
-def _run_server(data_dir: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+def _run_server(data_dir: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m server` to completion (for startup failures)."""
     return subprocess.run(
-        [sys.executable, "-m", "server"],
+        [sys.executable, "-m", "server", *args],
         cwd=ROOT,
         env=server_env(data_dir, **settings),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_help_describes_the_server_and_starts_nothing(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = _run_server(data_dir, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: stride-server")
+    assert "STRIDE_" in result.stdout
+    assert not data_dir.exists()  # no database, no secrets: nothing started
+    unknown = _run_server(data_dir, "--bogus")
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --bogus" in unknown.stderr
 
 
 def test_invalid_setting_fails_with_a_message_naming_it(tmp_path: Path) -> None:
