@@ -15,8 +15,8 @@ The web dashboard (web/, see README "Dashboard") is served by Envoy itself: one
 `direct_response` route per file under /dashboard/ (`/` redirects there), each file read by
 Envoy when it loads the config, so an edit of web/ needs an Envoy restart. Chart.js comes from
 node_modules (`npm install`, pinned in package-lock.json). `--web-root` and `--vendor-root`
-move them; `--no-dashboard` leaves the routes out (for an Envoy that cannot read the files,
-such as the compose stack's container).
+move them, `--dashboard-path` names where an Envoy in a container reads them (compose mounts
+them there: `make compose-gateway`), and `--no-dashboard` leaves the routes out.
 """
 
 from __future__ import annotations

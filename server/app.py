@@ -30,6 +30,7 @@ from stride.v1 import (
     sync_pb2_grpc,
 )
 
+from core.metrics_endpoint import MetricsEndpoint
 from core.settings import ADMIN_TOKEN_FILE, Settings
 from runtime import Runtime, check_queue_consumed, open_runtime
 from server import listen, reflection
@@ -52,7 +53,6 @@ from server.interceptors.ratelimit import (
 from server.interceptors.requests import RequestGuardInterceptor
 from server.interceptors.streams import StreamInterceptor
 from server.interceptors.telemetry import TelemetryInterceptor
-from server.metrics import MetricsEndpoint
 from server.ratelimit import RateLimiter
 from server.servicers.activities import ActivityServicer
 from server.servicers.admin import AdminServicer

@@ -12,10 +12,7 @@ import socket
 
 import grpc
 
-
-class ListenError(RuntimeError):
-    """An address cannot be listened on; the message names it and says why."""
-
+from core.addresses import ListenError, describe
 
 # Ping idle connections every 5 minutes and drop those that do not answer in 20 s: a
 # client that vanished without closing its connection frees what its calls still hold.
@@ -71,16 +68,3 @@ def probe(address: str) -> OSError | None:
         except OSError as exc:
             return exc
     return None
-
-
-def describe(address: str, error: OSError) -> str:
-    """One line naming the address and the reason, for the operator."""
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve the host of {address}: {error.strerror}"
-    if error.errno == errno.EADDRINUSE:
-        return f"address {address} is already in use"
-    if error.errno == errno.EADDRNOTAVAIL:
-        return f"address {address} is not an address of this machine"
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return f"not permitted to listen on {address}"
-    return f"cannot listen on {address}: {error.strerror or error}"

@@ -15,6 +15,7 @@ from typing import Any
 
 from domain.activities import ActivityEdit, Measurements, Sample, Source
 from domain.errors import InvalidArgument, Violations
+from domain.files.archive import ZIP_MAGIC
 from domain.imports import DuplicateRule
 from domain.jobs import Job, JobKind
 from domain.validation import check_request_id
@@ -26,7 +27,6 @@ from storage.database import Database
 from storage.repositories.imports import ImportRepository
 from storage.staging import StagedUpload, Staging, UploadTooLarge
 
-ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 MAX_FILE_NAME = 255
 
 
@@ -43,13 +43,13 @@ class Upload:
         self.staged = staged
         self.limits = limits
         self.declared = declared
-        self._sniffed = False
+        self._head = b""  # the first bytes, until they say whether this is a zip
 
     def add(self, chunk: bytes) -> None:
-        if not self._sniffed and chunk:
-            self._sniffed = True
-            if not chunk.startswith(ZIP_MAGIC):  # one file: its own limit applies too
-                self.staged.set_limit(self.limits.max_file_bytes)
+        if len(self._head) < len(ZIP_MAGIC[0]):
+            self._head += chunk[: len(ZIP_MAGIC[0]) - len(self._head)]
+            if len(self._head) == len(ZIP_MAGIC[0]) and not self._head.startswith(ZIP_MAGIC):
+                self.staged.set_limit(self.limits.max_file_bytes)  # one file: its limit too
         try:
             self.staged.write(chunk)
         except UploadTooLarge as exc:
@@ -130,7 +130,7 @@ class ImportService:
             return job
         try:
             self.staging.commit(upload.staged, job.id)
-        except OSError:
+        except Exception:  # a full disk, or the upload aborted under it: the job cannot run
             upload.abort()
             self.jobs.fail(
                 job.id, {"code": "UNAVAILABLE", "message": "the upload could not be staged"}

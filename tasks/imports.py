@@ -153,16 +153,26 @@ def run_import(run: JobRun) -> dict[str, Any]:
         runtime.staging.discard(job.id)
         raise
     except Exception:
-        if _ended_check(runtime)(job.id):  # the job is gone (its athlete was deleted)
-            runtime.staging.discard(job.id)
+        _discard_if_gone(runtime, job.id)
         raise
     if tally.imported == 0 and tally.failed_items:
         runtime.staging.discard(job.id)
         first = tally.failed_items[0]
         error = first["error"]
-        raise JobFailure(error["code"], error["reason"], f"{first['item']}: {error['message']}")
+        reason = error.get("reason", "IMPORT_FAILED")
+        raise JobFailure(error["code"], reason, f"{first['item']}: {error['message']}")
     runtime.staging.discard(job.id)
     return tally.to_json()
+
+
+def _discard_if_gone(runtime: Runtime, job_id: str) -> None:
+    """Remove the staged file of a job deleted while it ran (with its athlete); whatever
+    this lookup meets (the database is down) must not hide the error being raised."""
+    try:
+        if _ended_check(runtime)(job_id):
+            runtime.staging.discard(job_id)
+    except Exception:
+        log.warning("could not check whether the job still exists", job_id=job_id)
 
 
 def _work_items(upload: Upload) -> list[_Work]:

@@ -20,13 +20,13 @@ import uuid
 import structlog
 from huey.exceptions import ResultTimeout
 
+from core.addresses import ListenError
 from core.error_reporting import flush as flush_errors
+from core.metrics_endpoint import MetricsEndpoint
 from core.process import configure_observability
 from core.settings import Settings, SettingsError, load_settings
 from core.telemetry import tracer
 from runtime import check_worker, open_runtime
-from server.listen import ListenError
-from server.metrics import MetricsEndpoint
 from storage.database import DatabaseUnavailable
 from tasks.consumer import StrideConsumer, quiet_huey_logging, worker_identity
 from tasks.diagnostics import ping

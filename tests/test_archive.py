@@ -543,3 +543,21 @@ def test_synthetic_export_is_distinct_and_big_ones_list_quickly(tmp_path: Path) 
         assert len(upload.items) == 500
         assert upload.export is not None
         assert len(upload.export.rows) == 502
+
+
+def test_names_in_the_old_cp437_encoding_are_not_taken_for_overlapping_entries(
+    tmp_path: Path,
+) -> None:
+    # Old tools write non-ASCII names in cp437 without the UTF-8 flag: "été" is 3 bytes
+    # there, 5 in UTF-8. Written with an ASCII stand-in of the same length, then patched.
+    data = write_zip(tmp_path / "x.zip", [("XtX/a.gpx", GPX), ("XtX/b.gpx", GPX)]).read_bytes()
+    stored = "été/".encode("cp437")
+    assert len(stored) == len(b"XtX/")
+    path = tmp_path / "cp437.zip"
+    path.write_bytes(data.replace(b"XtX/", stored))
+    with open_upload(path, "cp437.zip") as upload:
+        assert [(item.name, item.error) for item in upload.items] == [
+            ("été/a.gpx", None),
+            ("été/b.gpx", None),
+        ]
+        assert all(upload.read(item) == GPX for item in upload.items)

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +21,12 @@ import pytest
 from click.testing import CliRunner
 from stride.v1 import job_pb2
 
+from cli.commands.imports import plan
 from cli.connection import resolve_address, resolve_token
 from cli.main import stride
 from cli.output import Output
 from cli.watch import JobWatcher, job_events
+from domain.files.archive import open_upload
 from tests.import_flow import zip_of
 from tests.netfaults import TcpProxy
 from tests.support import ADMIN_TOKEN, ROOT, ServerThread, make_settings, real_fixture
@@ -468,3 +471,23 @@ def test_other_errors_end_the_watch() -> None:
 
     with pytest.raises(Denied):
         list(job_events(Stub(), "athletes/1/jobs/2", sleep=lambda _: None))
+
+
+def test_files_of_the_same_name_are_bundled_under_names_the_server_imports(
+    tmp_path: Path,
+) -> None:
+    files = []
+    for folder, name in (("a", "run.gpx.gz"), ("b", "run.gpx.gz"), ("c", "Run.GPX.gz")):
+        (tmp_path / folder).mkdir()
+        files.append(tmp_path / folder / name)
+        files[-1].write_bytes(b"x")
+    (bundle,) = plan(files, tmp_path)
+    with zipfile.ZipFile(bundle.path) as archive:
+        names = archive.namelist()
+    assert names == ["run.gpx.gz", "run-2.gpx.gz", "Run-3.GPX.gz"]
+    with open_upload(bundle.path, bundle.file_name) as upload:  # the server's own reading
+        assert [(item.name, item.error) for item in upload.items] == [
+            ("Run-3.GPX.gz", None),
+            ("run-2.gpx.gz", None),
+            ("run.gpx.gz", None),
+        ]

@@ -525,6 +525,17 @@ def test_upload_limits_are_checked_as_bytes_arrive(
                 stub.UploadActivityFile(iter(requests), timeout=30)
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
             assert field in violations(bad.value), (field, violations(bad.value))
+        # Over HTTP (UploadActivityFileBody) a declared size guards the same way.
+        short_body = activity_pb2.UploadActivityFileBodyRequest(
+            parent=athlete,
+            file_name="a.gpx",
+            size_bytes=999,
+            body=httpbody_pb2.HttpBody(data=b"<gpx/>"),
+        )
+        with pytest.raises(grpc.RpcError) as short:
+            stub.UploadActivityFileBody(iter([short_body]), timeout=30)
+        assert short.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "chunk" in violations(short.value)
         jobs = job_pb2_grpc.JobServiceStub(channel).ListJobs(
             job_pb2.ListJobsRequest(parent=athlete)
         )

@@ -463,7 +463,7 @@ export async function importFile(file) {
   try {
     const job = await api(`${athlete.name}/activities:upload`, {
       method: "POST",
-      query: { file_name: file.name },
+      query: { file_name: file.name, size_bytes: String(file.size) },
       body: file,
     });
     item.dataset.job = job.name;

@@ -65,14 +65,22 @@ def plan(files: list[Path], scratch: Path) -> list[Upload]:
         used: set[str] = set()
         with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
             for path in singles:
-                name, number = path.name, 1
-                while name in used:  # same name in two folders
-                    number += 1
-                    name = f"{path.stem}-{number}{path.suffix}"
-                used.add(name)
+                name = _unique_name(path.name, used)
+                used.add(name.casefold())
                 archive.write(path, arcname=name)
         uploads.insert(0, Upload(f"{len(singles)} files", bundle, bundle.name))
     return uploads
+
+
+def _unique_name(name: str, used: set[str]) -> str:
+    """`name`, or `name` with a number before its whole extension (`run-2.gpx.gz`) when a
+    file of another folder took it; compared without case, as the server compares."""
+    stem, dot, extension = name.partition(".")
+    candidate, number = name, 1
+    while candidate.casefold() in used:
+        number += 1
+        candidate = f"{stem}-{number}{dot}{extension}"
+    return candidate
 
 
 def upload_requests(

@@ -56,6 +56,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 RATIO_FLOOR = 2**20
 
 _CHUNK = 2**16
+_UTF8_NAME = 0x800
 _ACTIVITY = re.compile(r"\.(gpx|tcx|fit)(\.gz)?$", re.IGNORECASE)
 _NESTED_ARCHIVE = re.compile(r"\.(zip|tar|tgz|tar\.gz|tar\.bz2|tar\.xz|7z|rar)$", re.IGNORECASE)
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -451,7 +452,10 @@ def _overlapping(infos: list[zipfile.ZipInfo]) -> set[int]:
     for position, info in sorted(enumerate(infos), key=lambda p: p[1].header_offset):
         if info.header_offset < end:
             result.add(position)
-        name_length = len(info.orig_filename.encode("utf-8", "surrogateescape"))
+        # The name as stored: UTF-8 when the entry says so (flag 0x800), else cp437, which
+        # zipfile decoded it from (UTF-8 would count an accented letter twice).
+        encoding = "utf-8" if info.flag_bits & _UTF8_NAME else "cp437"
+        name_length = len(info.orig_filename.encode(encoding, "replace"))
         end = max(end, info.header_offset + _LOCAL_HEADER.size + name_length + info.compress_size)
     return result
 

@@ -21,7 +21,7 @@ from server.convert import activities as convert
 from server.convert import jobs as convert_jobs
 from server.convert.common import fields_to_update, timestamp_to_datetime
 from services.activities import ActivityService
-from services.imports import ImportService
+from services.imports import ImportService, Upload
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_CHUNK_SIZE = 10_000
@@ -203,7 +203,7 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
                 yield request.body.data
 
         job = await self._upload(
-            athlete_id, first.file_name, 0, first.request_id, chunks(), "", context
+            athlete_id, first.file_name, first.size_bytes, first.request_id, chunks(), "", context
         )
         return convert_jobs.job_to_proto(job)
 
@@ -219,10 +219,18 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
     ) -> Job:
         """Stage the chunks as they arrive and start the import job once all are in. A
         call that ends any other way (cut off, cancelled, over a limit) removes what it
-        staged, before the error reaches the client."""
-        upload = await self._run(
-            self._imports.begin, athlete_id, file_name, size_bytes, request_id, fields
+        staged. The thread work that opens the staging file and creates the job is shielded
+        from the call's cancellation: a staging file opened for a call that is gone is
+        removed, and a job being created is created whole (its client just never hears)."""
+        opening = asyncio.ensure_future(
+            self._run(self._imports.begin, athlete_id, file_name, size_bytes, request_id, fields)
         )
+        try:
+            upload = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(_abort_opened)
+            raise
+        finishing = False
         try:
             async for chunk in chunks:
                 if len(chunk) > MAX_UPLOAD_CHUNK:
@@ -234,13 +242,24 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
             # A client that cancels (or drops) mid-upload ends the request stream just as
             # a finished one does; its cancellation reaches this task a moment later (the
             # same RST_STREAM, through another completion). Wait that moment before
-            # creating the job, so a cut-off upload never starts one.
+            # creating the job. A client that declares `size_bytes` is safe either way: a
+            # short upload is refused.
             await asyncio.sleep(CANCEL_GRACE_SECONDS)
             if context.cancelled() or context.done():
                 raise asyncio.CancelledError
-            return await self._run(self._imports.finish, athlete_id, upload, file_name, request_id)
+            finishing = True
+            return await asyncio.shield(
+                self._run(self._imports.finish, athlete_id, upload, file_name, request_id)
+            )
         finally:
-            upload.abort()  # a no-op once finished; otherwise waits for at most one write
+            if not finishing:
+                await asyncio.shield(self._run(upload.abort))
+
+
+def _abort_opened(opening: asyncio.Future[Upload]) -> None:
+    """Remove the staging file of an upload whose call ended while it was being opened."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().abort()
 
 
 def _source_job(name: str, athlete_id: str, violations: Violations) -> str | None:

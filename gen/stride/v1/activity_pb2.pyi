@@ -630,12 +630,17 @@ class UploadActivityFileBodyRequest(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
     parent: _builtins.str
     """The athlete; read from the first message only."""
     file_name: _builtins.str
     """Original file name, as in UploadHeader; first message only."""
     request_id: _builtins.str
     """Idempotency key (AIP-155); first message only."""
+    size_bytes: _builtins.int
+    """Total size in bytes, when known (a browser knows `File.size`); first message only. An
+    upload that ends short of it (a dropped connection) is refused, never imported.
+    """
     @_builtins.property
     def body(self) -> _httpbody_pb2.HttpBody:
         """The file's bytes, in order across messages; `content_type` is not used (the
@@ -649,10 +654,11 @@ class UploadActivityFileBodyRequest(_message.Message):
         file_name: _builtins.str = ...,
         request_id: _builtins.str = ...,
         body: _httpbody_pb2.HttpBody | None = ...,
+        size_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "file_name", b"file_name", "parent", b"parent", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "file_name", b"file_name", "parent", b"parent", "request_id", b"request_id", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics over HTTP on their own address."""
+"""Prometheus metrics over HTTP on their own address (servers and workers)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import start_http_server
 
-from server.listen import ListenError, describe
+from core.addresses import ListenError, describe
 
 
 class MetricsEndpoint:
