@@ -21,8 +21,7 @@ from domain.jobs import Job, JobKind
 from domain.validation import check_request_id
 from services.activities import ExternalActivities
 from services.athletes import require_athlete
-from services.jobs import JobStore
-from services.strava import JobLauncher
+from services.jobs import JobLauncher, JobStore
 from storage.database import Database
 from storage.repositories.imports import ImportRepository
 from storage.staging import StagedUpload, Staging, UploadTooLarge

@@ -68,6 +68,13 @@ class LeaseStatus:
     cancel_requested: bool
 
 
+class JobLauncher(Protocol):
+    """Enqueues a job's task (the runtime's, over the task queue); `urgent` when a person
+    now waits for a job created as scheduled work."""
+
+    def __call__(self, job: Job, *, urgent: bool = False) -> None: ...
+
+
 class JobStore:
     def __init__(
         self,

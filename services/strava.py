@@ -32,7 +32,7 @@ from domain.connections import (
 )
 from domain.errors import InvalidArgument, NotFound, PermissionDenied, Violations
 from domain.jobs import Job, JobKind, JobState
-from services.jobs import JobStore
+from services.jobs import JobLauncher, JobStore
 from storage.database import Database
 from storage.repositories.athletes import AthleteRepository
 from storage.repositories.strava import StravaConnectionRepository
@@ -52,13 +52,6 @@ CONNECTION_KINDS = (JobKind.STRAVA_CONNECT, JobKind.STRAVA_DISCONNECT)
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-class JobLauncher(Protocol):
-    """Enqueues a job's task (the runtime's, over the task queue); `urgent` when a person
-    now waits for a job created as scheduled work."""
-
-    def __call__(self, job: Job, *, urgent: bool = False) -> None: ...
 
 
 class Sealer(Protocol):
