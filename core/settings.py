@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # Let several processes listen on one port (SO_REUSEPORT). Off: a port in use is refused.
     reuse_port: bool = False
+    # Server processes sharing the listening port, under one supervising parent (server.
+    # supervisor). Unset: one per core with an external database, one on the embedded default.
+    processes: int | None = Field(default=None, ge=1)
     # Calls beyond this many at once are refused with RESOURCE_EXHAUSTED (health exempt).
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
     # Proxies (IP addresses or CIDR networks, a JSON list) whose `x-forwarded-for` is
@@ -158,6 +161,12 @@ class Settings(BaseSettings):
     # export is one deliberate act, not a stream of reads (20 MiB/s sustained by default).
     rate_limit_upload_bytes_per_token: int = Field(default=2**20, ge=1024)
     redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    # Read cache (services.cache): athlete and activity reads, keyed by a per-athlete data
+    # version that every write bumps. In Redis when configured, plus this many entries held
+    # in each server process; without Redis, in-process only (and only with one process).
+    cache_enabled: bool = True
+    cache_local_entries: int = Field(default=10_000, ge=0)
+    cache_ttl_seconds: float = Field(default=3600.0, gt=0)
     # Prefix of every Redis key Stride writes (rate-limit buckets), so deployments and test
     # runs can share one Redis database.
     redis_key_prefix: str = "stride:"
@@ -278,6 +287,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """No external database configured: SQLite, SQLite-backed Huey, in-process workers."""
         return self.database_url is None
+
+    @property
+    def process_count(self) -> int:
+        """Server processes to run (STRIDE_PROCESSES, or its default)."""
+        if self.processes is not None:
+            return self.processes
+        return 1 if self.embedded else max(1, os.cpu_count() or 1)
 
     @property
     def primary_database_url(self) -> str:
