@@ -154,21 +154,27 @@ def _interceptors(
     return [layer for layer in chain if layer is not None]
 
 
-async def start(settings: Settings, *, interceptors: bool = True) -> RunningServer:
+async def start(
+    settings: Settings, *, interceptors: bool = True, run_workers: bool = True
+) -> RunningServer:
     """Build and start the server. `interceptors=False` exists for the benchmark baseline.
-    Raises `SettingsError` for a queue nobody would consume (see `runtime.check_server` for
-    what the entry point refuses besides)."""
+    `run_workers=False` leaves the in-process workers (if settings want them) to a sibling
+    server process of the same supervisor, so periodic tasks are scheduled once per host
+    (server.supervisor). Raises `SettingsError` for a queue nobody would consume (see
+    `runtime.check_server` for what the entry point refuses besides)."""
     check_queue_consumed(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     runtime = await asyncio.to_thread(open_runtime, settings)
     try:
-        return await _start(settings, runtime, interceptors=interceptors)
+        return await _start(settings, runtime, interceptors=interceptors, run_workers=run_workers)
     except BaseException:
         await runtime.aclose()
         raise
 
 
-async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) -> RunningServer:
+async def _start(
+    settings: Settings, runtime: Runtime, *, interceptors: bool, run_workers: bool
+) -> RunningServer:
     database = runtime.database
     if settings.should_migrate_at_startup:
         await asyncio.to_thread(migrate.upgrade, database.primary)
@@ -230,7 +236,7 @@ async def _start(settings: Settings, runtime: Runtime, *, interceptors: bool) ->
     await monitor.start()
 
     workers = None
-    if runtime.inprocess_workers:
+    if runtime.inprocess_workers and run_workers:
         quiet_huey_logging(settings.log_level)
         workers = InProcessWorkers(huey, settings.huey_workers, settings.shutdown_grace_seconds)
         workers.start()
