@@ -2,13 +2,18 @@
 
 Stride's own log lines are rendered by structlog and written straight to the stream
 (about three times cheaper than going through the stdlib); other libraries' stdlib
-records are rendered the same way by a formatter on the root logger.
+records are rendered the same way by a formatter on the root logger. The access log
+(`access`), one line per call, is rendered directly when it is JSON: the same line,
+without a processor chain that would cost as much as a trivial call itself.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -34,8 +39,10 @@ def _redact(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 def configure_logging(
     level: str = "INFO", fmt: str = "auto", stream: LogStream | None = None
 ) -> None:
+    global _access
     out = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    _access = _json_access(out, _LEVELS[level]) if use_json else _structlog_access
     renderer: Any = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
     )
@@ -73,6 +80,38 @@ def configure_logging(
     grpc_core = logging.getLogger("grpc._cython.cygrpc")
     if not any(isinstance(f, _ClientWentAway) for f in grpc_core.filters):
         grpc_core.addFilter(_ClientWentAway())
+
+
+def access(fields: dict[str, Any], *, quiet: bool = False) -> None:
+    """The access-log line of one call (event `rpc`), at INFO; `quiet` ones at DEBUG."""
+    _access(fields, quiet)
+
+
+def _structlog_access(fields: dict[str, Any], quiet: bool) -> None:
+    logger = structlog.get_logger("stride.access")
+    (logger.debug if quiet else logger.info)("rpc", **fields)
+
+
+def _json_access(out: LogStream, threshold: int) -> Callable[[dict[str, Any], bool], None]:
+    """What structlog's JSON chain would write for the line (bound context variables,
+    level, UTC timestamp), built in one step."""
+
+    def write(fields: dict[str, Any], quiet: bool) -> None:
+        level = logging.DEBUG if quiet else logging.INFO
+        if level < threshold:
+            return
+        line = structlog.contextvars.get_contextvars()
+        line.update(fields)
+        line["event"] = "rpc"
+        line["level"] = "debug" if quiet else "info"
+        line["timestamp"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        out.write(json.dumps(line, default=repr) + "\n")
+        out.flush()
+
+    return write
+
+
+_access: Callable[[dict[str, Any], bool], None] = _structlog_access
 
 
 class _ClientWentAway(logging.Filter):

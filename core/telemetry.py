@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from sqlalchemy import Engine, event
 
 TRACER_NAME = "stride"
+_NO_CONTEXT = otel_context.Context()
 _SPAN_KEY = "stride.db_span"
 _recording = False
 
@@ -66,6 +67,8 @@ def start_server_span(
 
 def context_from_metadata(metadata: Mapping[str, str]) -> otel_context.Context:
     """The caller's trace context from a W3C `traceparent` (and `tracestate`), if any."""
+    if "traceparent" not in metadata:
+        return _NO_CONTEXT  # most calls: not worth the propagators' parsing
     return extract(dict(metadata))
 
 

@@ -52,7 +52,8 @@ def test_request_id_is_kept_returned_and_logged(
     with channel_as(server.address, ADMIN_TOKEN, **{"x-request-id": "req-42.a"}) as channel:
         stub = athlete_pb2_grpc.AthleteServiceStub(channel)
         _, call = stub.GetAthlete.with_call(athlete_pb2.GetAthleteRequest(name=ada))
-    assert ("x-request-id", "req-42.a") in call.initial_metadata()
+    # A unary call returns it in its trailers (headers of its own would cost a second write).
+    assert ("x-request-id", "req-42.a") in call.trailing_metadata()
     (line,) = [e for e in logs.events("rpc") if e["request_id"] == "req-42.a"]
     assert line["method"] == "/stride.v1.AthleteService/GetAthlete"
     assert line["code"] == "OK"
@@ -65,7 +66,7 @@ def test_invalid_request_id_is_replaced(server: ServerThread, ada: str, logs: Lo
     with channel_as(server.address, ADMIN_TOKEN, **{"x-request-id": "no spaces allowed"}) as ch:
         stub = athlete_pb2_grpc.AthleteServiceStub(ch)
         _, call = stub.GetAthlete.with_call(athlete_pb2.GetAthleteRequest(name=ada))
-    returned = dict(call.initial_metadata())["x-request-id"]
+    returned = dict(call.trailing_metadata())["x-request-id"]
     assert returned != "no spaces allowed"
     assert len(returned) == 32
     assert [e["request_id"] for e in logs.events("rpc")][-1] == returned

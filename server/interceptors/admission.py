@@ -16,7 +16,7 @@ from domain.errors import ResourceExhausted
 from server.interceptors.base import (
     Context,
     Handler,
-    finish,
+    Method,
     is_open_method,
     is_stream,
     when_done,
@@ -30,12 +30,13 @@ class ConcurrencyLimitInterceptor(AsyncServerInterceptor):
         self._limit = limit
         self._in_flight = 0
 
+    def applies_to(self, method: Method) -> bool:
+        return not is_open_method(method.name)
+
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
         result = method(request_or_iterator, context)
-        if is_open_method(method_name):
-            return await finish(result)
         if is_stream(result):
             return self._held_stream(result, context)
         self._enter(result)

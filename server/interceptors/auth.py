@@ -20,7 +20,7 @@ from server.blocking import BlockingRunner
 from server.interceptors.base import (
     Context,
     Handler,
-    finish,
+    Method,
     is_open_method,
     is_stream,
     metadata_of,
@@ -153,17 +153,23 @@ class AuthenticationInterceptor(AsyncServerInterceptor):
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
 
+    def applies_to(self, method: Method) -> bool:
+        return not (is_open_method(method.name) or authorization.is_public(method.name))
+
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
-        if not (is_open_method(method_name) or authorization.is_public(method_name)):
-            header = metadata_of(context).get("authorization")
-            current_principal.set(await self._authenticator.principal(header))
-        return await finish(method(request_or_iterator, context))
+        header = metadata_of(context).get("authorization")
+        current_principal.set(await self._authenticator.principal(header))
+        result = method(request_or_iterator, context)
+        return result if is_stream(result) else await result
 
 
 class AuthorizationInterceptor(AsyncServerInterceptor):
     """May the principal call this method on this resource (server/authorization.py)."""
+
+    def applies_to(self, method: Method) -> bool:
+        return not is_open_method(method.name)
 
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
@@ -176,7 +182,8 @@ class AuthorizationInterceptor(AsyncServerInterceptor):
                 )
             else:
                 authorization.authorize(principal, method_name, request_or_iterator)
-        return await finish(method(request_or_iterator, context))
+        result = method(request_or_iterator, context)
+        return result if is_stream(result) else await result
 
 
 async def _authorize_stream(

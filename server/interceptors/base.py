@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast, runtime_checkable
 
 import grpc
 
@@ -16,6 +17,22 @@ Handler = Callable[[Any, Context], Any]
 current_peer: ContextVar[str] = ContextVar("peer", default="")
 # The client's IP: the peer's, or the one a trusted proxy forwarded (server.clientaddress).
 current_client: ContextVar[str] = ContextVar("client", default="")
+
+
+@dataclass(frozen=True)
+class Method:
+    """What a layer may know about a method before any call: its name and shape."""
+
+    name: str
+    request_streaming: bool
+    response_streaming: bool
+
+
+@runtime_checkable
+class Selective(Protocol):
+    """A layer that concerns only some methods: the chain leaves it out of the others."""
+
+    def applies_to(self, method: Method) -> bool: ...
 
 
 def metadata_of(context: Context) -> dict[str, str]:
@@ -34,11 +51,6 @@ def is_open_method(method_name: str) -> bool:
 
 def is_stream(value: Any) -> bool:
     return hasattr(value, "__aiter__")
-
-
-async def finish(result: Any) -> Any:
-    """What an interceptor returns: a response stream as is, a unary response awaited."""
-    return result if is_stream(result) else await result
 
 
 class Once:

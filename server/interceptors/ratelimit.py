@@ -18,10 +18,11 @@ from server.clientaddress import peer_ip
 from server.interceptors.base import (
     Context,
     Handler,
+    Method,
     current_client,
     current_peer,
-    finish,
     is_open_method,
+    is_stream,
 )
 from server.principal import current_principal
 from server.ratelimit import Limit, RateLimiter, retry_seconds
@@ -91,23 +92,30 @@ class AddressRateLimitInterceptor(AsyncServerInterceptor):
     def __init__(self, quotas: Quotas) -> None:
         self._quotas = quotas
 
+    def applies_to(self, method: Method) -> bool:
+        return not is_open_method(method.name)
+
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
-        if not is_open_method(method_name):
-            quotas = self._quotas
-            await quotas.charge(quotas.address_limit(), quotas.cost(method_name), method_name)
-        return await finish(method(request_or_iterator, context))
+        quotas = self._quotas
+        await quotas.charge(quotas.address_limit(), quotas.cost(method_name), method_name)
+        result = method(request_or_iterator, context)
+        return result if is_stream(result) else await result
 
 
 class PrincipalRateLimitInterceptor(AsyncServerInterceptor):
     def __init__(self, quotas: Quotas) -> None:
         self._quotas = quotas
 
+    def applies_to(self, method: Method) -> bool:
+        return not is_open_method(method.name)
+
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
-        if not is_open_method(method_name) and current_principal.get() is not None:
+        if current_principal.get() is not None:
             quotas = self._quotas
             await quotas.charge(quotas.caller_limit(), quotas.cost(method_name), method_name)
-        return await finish(method(request_or_iterator, context))
+        result = method(request_or_iterator, context)
+        return result if is_stream(result) else await result

@@ -11,15 +11,17 @@ can cause is bounded whatever the method (present or future).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from grpc_interceptor.server import AsyncServerInterceptor
 
 from domain.errors import FieldViolation, InvalidArgument
-from server.interceptors.base import Context, Handler, finish, is_open_method, is_stream
+from server.interceptors.base import Context, Handler, is_open_method, is_stream
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,25 @@ def _map_of_messages(field: Any) -> bool:
     return field.message_type.fields_by_name["value"].message_type is not None
 
 
+@functools.cache
+def _can_repeat(descriptor: Descriptor) -> bool:
+    """Whether a message of this type can hold a repeated field at any depth (most requests
+    cannot: they need no walk)."""
+    seen: set[str] = set()
+    pending = [descriptor]
+    while pending:
+        current = pending.pop()
+        if current.full_name in seen:
+            continue
+        seen.add(current.full_name)
+        for field in current.fields:
+            if field.is_repeated:
+                return True
+            if field.message_type is not None:
+                pending.append(field.message_type)
+    return False
+
+
 class RequestGuardInterceptor(AsyncServerInterceptor):
     def __init__(self, max_repeated_entries: int) -> None:
         self._limit = max_repeated_entries
@@ -80,7 +101,8 @@ class RequestGuardInterceptor(AsyncServerInterceptor):
             request_or_iterator = self._checked_stream(request_or_iterator, checked)
         else:
             self._check(request_or_iterator, checked, None)
-        return await finish(method(request_or_iterator, context))
+        result = method(request_or_iterator, context)
+        return result if is_stream(result) else await result
 
     def _check(self, request: Any, bounded: bool, index: int | None) -> None:
         """`index`: the message's position in a client stream (None for a unary request)."""
@@ -90,7 +112,7 @@ class RequestGuardInterceptor(AsyncServerInterceptor):
                 [FieldViolation(where, "is not a valid protobuf message")],
                 reason="UNDECODABLE_REQUEST",
             )
-        if bounded:
+        if bounded and _can_repeat(request.DESCRIPTOR):
             found = next(oversized_fields(request, self._limit), None)
             if found is not None:
                 path, entries = found

@@ -26,7 +26,7 @@ from server import errors
 from server.interceptors.base import (
     Context,
     Handler,
-    finish,
+    Method,
     is_open_method,
     is_stream,
     when_done,
@@ -55,11 +55,14 @@ class StreamInterceptor(AsyncServerInterceptor):
         self._upload_bytes_per_token = upload_bytes_per_token or bytes_per_token
         self._open: Counter[str] = Counter()
 
+    def applies_to(self, method: Method) -> bool:
+        """Streaming calls, but not health's Watch or reflection."""
+        streaming = method.request_streaming or method.response_streaming
+        return streaming and not is_open_method(method.name)
+
     async def intercept(
         self, method: Handler, request_or_iterator: Any, context: Context, method_name: str
     ) -> Any:
-        if is_open_method(method_name):
-            return await finish(method(request_or_iterator, context))
         meter = _Meter(self._quotas, self._bytes_per_token)
         streaming_requests = is_stream(request_or_iterator)
         if streaming_requests:
@@ -68,8 +71,6 @@ class StreamInterceptor(AsyncServerInterceptor):
         result = method(request_or_iterator, context)
         if is_stream(result):
             return self._responses(result, meter, context)
-        if not streaming_requests:
-            return await result  # a unary call: nothing to hold
         key = self._take_slot(result)
         try:
             return await result
