@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 STAMP := $(VENV)/.installed
 
-.PHONY: run test gen lint check-gen bench migrate strava-sim gateway clean
+.PHONY: run test gen lint check-gen bench bench-reads migrate strava-sim gateway clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: $(STAMP) $(BUF) check-gen
 ## bench: throughput benchmarks (ratios against a bare baseline in the same run)
 bench: $(STAMP)
 	$(PY) -m bench
+
+## bench-reads: only the reads benchmark (h2load; BENCH_QUICK=1 for a quick check; options: python -m bench.reads --help)
+bench-reads: $(STAMP)
+	$(PY) -m bench --only reads
 
 ## migrate: apply database migrations to STRIDE_DATABASE_URL
 migrate: $(STAMP)
