@@ -38,6 +38,7 @@ from services.records import PersonalRecordService
 from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
+from storage.dataversions import DataVersions, LocalVersions, RedisVersions
 from storage.staging import Staging
 from tasks.declare import TaskRef
 from tasks.jobs import JOB_TASKS, enqueue_job
@@ -57,6 +58,9 @@ class Runtime:
     database: Database
     redis: redis.Redis | None
     huey: StrideHuey
+    # The read cache's per-athlete data versions, bumped by every write this process
+    # commits (None: nothing here can be cached, see `build_versions`).
+    versions: DataVersions | None = None
     _async_redis: AsyncRedis | None = field(default=None, repr=False)
 
     @cached_property
@@ -254,12 +258,26 @@ def open_runtime(
     except BaseException:
         database.dispose()
         raise
-    runtime = Runtime(settings, database, client, huey)
+    versions = build_versions(settings, client)
+    if versions is not None:
+        database.on_commit(versions.bump)
+    runtime = Runtime(settings, database, client, huey, versions)
     # Task bodies reach the runtime through `tasks.queue.current_queue().resources`; tasks
     # that fail for good become dead letters.
     huey.resources = runtime
     huey.on_final_failure = lambda failure: runtime.dead_letters.record(failure)
     return runtime
+
+
+def build_versions(settings: Settings, client: redis.Redis | None) -> DataVersions | None:
+    """With Redis, always: every process that writes bumps the versions other processes'
+    caches read, whether or not it caches itself. Without Redis, only when every writer is
+    this one process (one server process with its workers inside) and it caches."""
+    if client is not None:
+        return RedisVersions(client, settings.redis_key_prefix, settings.cache_ttl_seconds)
+    if settings.cache_enabled and settings.process_count == 1 and runs_inprocess_workers(settings):
+        return LocalVersions()
+    return None
 
 
 def build_database(settings: Settings) -> Database:

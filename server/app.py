@@ -35,6 +35,7 @@ from core.settings import ADMIN_TOKEN_FILE, Settings
 from runtime import Runtime, check_queue_consumed, open_runtime
 from server import listen, reflection
 from server.blocking import BlockingRunner
+from server.cache import Cache, ReadCache, Uncached
 from server.clientaddress import TrustedProxies
 from server.health import HealthMonitor
 from server.interceptors.admission import ConcurrencyLimitInterceptor
@@ -63,6 +64,7 @@ from server.servicers.sync import SyncServicer
 from services.tokens import AccessTokenService
 from storage import migrate
 from storage.database import Database
+from storage.dataversions import RedisVersions
 from tasks.consumer import InProcessWorkers, quiet_huey_logging
 
 log = structlog.get_logger(__name__)
@@ -190,6 +192,7 @@ async def _start(
         interceptors=chain if interceptors else [],
         options=listen.server_options(reuse_port=settings.reuse_port),
     )
+    cache = _read_cache(settings, runtime, redis)
     health = HealthServicer()
     monitor = HealthMonitor(
         health,
@@ -203,15 +206,22 @@ async def _start(
         strava=runtime.strava,
     )
     athlete_pb2_grpc.add_AthleteServiceServicer_to_server(
-        AthleteServicer(runtime.athletes, tokens, runner), server
+        AthleteServicer(runtime.athletes, tokens, runner, cache), server
     )
     activity_pb2_grpc.add_ActivityServiceServicer_to_server(
-        ActivityServicer(runtime.activities, runtime.imports, runner, settings.sample_chunk_size),
+        ActivityServicer(
+            runtime.activities, runtime.imports, runner, settings.sample_chunk_size, cache
+        ),
         server,
     )
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(
-            monitor, runtime.admin_dead_letters, runner, strava=runtime.strava, limiter=limiter
+            monitor,
+            runtime.admin_dead_letters,
+            runner,
+            strava=runtime.strava,
+            limiter=limiter,
+            cache=cache,
         ),
         server,
     )
@@ -258,6 +268,22 @@ async def _start(
     )
     return RunningServer(
         server, port, health, monitor, database, redis, runner, metrics, workers, runtime
+    )
+
+
+def _read_cache(settings: Settings, runtime: Runtime, redis: Redis | None) -> Cache:
+    versions = runtime.versions
+    if not settings.cache_enabled or versions is None:
+        return Uncached()
+    if isinstance(versions, RedisVersions):
+        assert redis is not None
+        versions.use_async(redis)
+    return ReadCache(
+        versions,
+        redis,
+        key_prefix=settings.redis_key_prefix,
+        ttl_seconds=settings.cache_ttl_seconds,
+        local_entries=settings.cache_local_entries,
     )
 
 

@@ -309,7 +309,7 @@ class ExternalActivities:
             else:
                 points = []
             load = training_load(athlete.profile, measurements, points)
-            activities.set_training_load(activity.id, load)
+            activities.set_training_load(athlete_id, activity.id, load)
             _keep_best_efforts(session, activity, measurements, edit.sport_type, samples,
                                athlete.profile.time_zone)  # fmt: skip
         return activity, created, written
@@ -350,7 +350,9 @@ class DerivedValues:
                     if (activity.sample_count)
                     else []
                 )
-                activities.set_training_load(activity.id, training_load(athlete.profile, m, points))
+                activities.set_training_load(
+                    athlete_id, activity.id, training_load(athlete.profile, m, points)
+                )
                 _keep_best_efforts(session, activity, m, activity.edit.sport_type, None,
                                    athlete.profile.time_zone)  # fmt: skip
         if not page:

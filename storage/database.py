@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,8 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential,
 )
+
+from storage import changes
 
 log = structlog.get_logger(__name__)
 
@@ -136,14 +138,25 @@ class Database:
         self._primary_reader = Reader(sessionmaker(self.primary, expire_on_commit=False))
         readers = [Reader(sessionmaker(engine, expire_on_commit=False)) for engine in self.replicas]
         self._next_reader = itertools.cycle(readers or [self._primary_reader])
+        self._commit_listeners: list[Callable[[set[str]], None]] = []
+
+    def on_commit(self, listener: Callable[[set[str]], None]) -> None:
+        """Call `listener(athlete ids)` after every unit of work that changed those athletes'
+        data commits (storage.changes), before `transaction()` returns."""
+        self._commit_listeners.append(listener)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A unit of work that writes, on the primary: commits on success, rolls back on any
         error. Rows it merges into must be read locked (`with_for_update`) on PostgreSQL; on
         SQLite the whole unit holds the write lock (BEGIN IMMEDIATE)."""
-        with self._write_sessions() as session, session.begin():
-            yield session
+        with self._write_sessions() as session:
+            with session.begin():
+                yield session
+            athletes = changes.touched(session)
+        if athletes:
+            for listener in self._commit_listeners:
+                listener(athletes)
 
     @contextmanager
     def read_primary(self) -> Iterator[Session]:

@@ -202,9 +202,9 @@ class _Call:
         }
         if self.sent[0] or self.received[0]:
             fields.update(messages_sent=self.sent[0], messages_received=self.received[0])
-        # Health probes and reflection arrive every few seconds from every load balancer:
-        # counted in metrics, logged at DEBUG.
-        access(fields, quiet=self.quiet)
+        # Health probes arrive every few seconds from every load balancer: answered ones
+        # (and reflection's) are counted in metrics and logged at DEBUG; failures at INFO.
+        access(fields, quiet=self.quiet and code == grpc.StatusCode.OK)
 
 
 def _code(context: Context, error: BaseException | None, completed: bool) -> grpc.StatusCode:

@@ -17,6 +17,7 @@ from domain.activities import EDITABLE_FIELDS, ActivityFilter, SampleQuery
 from domain.errors import InvalidArgument, Violations
 from domain.jobs import Job
 from server.blocking import BlockingRunner
+from server.cache import Cache, Uncached
 from server.convert import activities as convert
 from server.convert import jobs as convert_jobs
 from server.convert.common import fields_to_update, timestamp_to_datetime
@@ -36,11 +37,13 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         imports: ImportService,
         run: BlockingRunner,
         chunk_size: int,
+        cache: Cache | None = None,
     ) -> None:
         self._activities = activities
         self._imports = imports
         self._run = run
         self._chunk_size = chunk_size
+        self._cache = cache or Uncached()
 
     async def CreateActivity(
         self, request: activity_pb2.CreateActivityRequest, context: Context
@@ -62,8 +65,14 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         self, request: activity_pb2.GetActivityRequest, context: Context
     ) -> activity_pb2.Activity:
         athlete_id, activity_id = names.parse_activity(request.name, "name")
-        activity = await self._run(self._activities.get, athlete_id, activity_id)
-        return convert.activity_to_proto(activity)
+
+        async def load() -> activity_pb2.Activity:
+            activity = await self._run(self._activities.get, athlete_id, activity_id)
+            return convert.activity_to_proto(activity)
+
+        return await self._cache.read(
+            athlete_id, request.name, request, activity_pb2.Activity, load
+        )
 
     async def UpdateActivity(
         self, request: activity_pb2.UpdateActivityRequest, context: Context
@@ -122,11 +131,23 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
             source_job_id=_source_job(request.source_job, athlete_id, violations),
         )
         violations.raise_if_any()
-        activities, token = await self._run(
-            self._activities.list_page, athlete_id, where, request.page_size, request.page_token
-        )
-        return activity_pb2.ListActivitiesResponse(
-            activities=[convert.activity_to_proto(a) for a in activities], next_page_token=token
+
+        def page() -> activity_pb2.ListActivitiesResponse:
+            # Built on the database thread: a page of messages would hold the event loop.
+            activities, token = self._activities.list_page(
+                athlete_id, where, request.page_size, request.page_token
+            )
+            return activity_pb2.ListActivitiesResponse(
+                activities=[convert.activity_to_proto(a) for a in activities],
+                next_page_token=token,
+            )
+
+        return await self._cache.read(
+            athlete_id,
+            f"{request.parent}/activities",
+            request,
+            activity_pb2.ListActivitiesResponse,
+            lambda: self._run(page),
         )
 
     async def StreamActivitySamples(

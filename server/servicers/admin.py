@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, empty_pb2, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from redis.exceptions import RedisError
 from stride.v1 import admin_pb2, admin_pb2_grpc
 
 from domain import names
+from domain.errors import Unavailable
 from domain.jobs import DeadLetter
 from server.blocking import BlockingRunner
+from server.cache import Cache, Uncached
 from server.convert.common import datetime_to_timestamp
 from server.health import HealthMonitor
 from server.ratelimit import RateLimiter
 from services.dead_letters import DeadLetterService, dead_letter_name, parse_dead_letter
+from storage.dataversions import VersionsUnavailable
 from tasks.strava import BudgetSnapshot, CircuitSnapshot, StravaClient
 
 Context = grpc.aio.ServicerContext[Any, Any]
+# `athletes/{id}` followed by the end or a slash: one athlete's copies.
+_ATHLETE_PREFIX = re.compile(r"athletes/([^/]+)(?:/|$)")
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -31,12 +38,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         *,
         strava: StravaClient | None = None,
         limiter: RateLimiter | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self._health = health
         self._dead_letters = dead_letters
         self._run = run
         self._strava = strava
         self._limiter = limiter
+        self._cache = cache or Uncached()
 
     async def GetDependencyHealth(
         self, request: admin_pb2.GetDependencyHealthRequest, context: Context
@@ -106,7 +115,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def FlushCache(
         self, request: admin_pb2.FlushCacheRequest, context: Context
     ) -> admin_pb2.FlushCacheResponse:
-        raise NotImplementedError
+        """Everything, or the copies under a resource name prefix (`athletes/{id}`: that
+        athlete's, in every process)."""
+        athlete = _ATHLETE_PREFIX.match(request.prefix)
+        try:
+            deleted = await self._cache.flush(
+                request.prefix, athlete.group(1) if athlete is not None else None
+            )
+        except (VersionsUnavailable, RedisError, OSError) as exc:
+            raise Unavailable(
+                f"the cache cannot be flushed while Redis is unreachable: {exc}",
+                retry_after_seconds=1.0,
+                reason="CACHE_UNAVAILABLE",
+            ) from exc
+        return admin_pb2.FlushCacheResponse(deleted_keys=deleted)
 
 
 def _strava_snapshots(strava: StravaClient) -> tuple[BudgetSnapshot, CircuitSnapshot]:

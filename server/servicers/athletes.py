@@ -12,6 +12,7 @@ from domain import names
 from domain.athletes import PROFILE_FIELDS
 from domain.errors import Violations
 from server.blocking import BlockingRunner
+from server.cache import Cache, Uncached
 from server.convert import athletes as convert
 from server.convert.common import fields_to_update, timestamp_to_datetime
 from server.principal import ADMIN, current_principal
@@ -23,11 +24,16 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
     def __init__(
-        self, athletes: AthleteService, tokens: AccessTokenService, run: BlockingRunner
+        self,
+        athletes: AthleteService,
+        tokens: AccessTokenService,
+        run: BlockingRunner,
+        cache: Cache | None = None,
     ) -> None:
         self._athletes = athletes
         self._tokens = tokens
         self._run = run
+        self._cache = cache or Uncached()
 
     async def CreateAthlete(
         self, request: athlete_pb2.CreateAthleteRequest, context: Context
@@ -41,7 +47,11 @@ class AthleteServicer(athlete_pb2_grpc.AthleteServiceServicer):
         self, request: athlete_pb2.GetAthleteRequest, context: Context
     ) -> athlete_pb2.Athlete:
         athlete_id = names.parse_athlete(request.name, "name")
-        return convert.athlete_to_proto(await self._run(self._athletes.get, athlete_id))
+
+        async def load() -> athlete_pb2.Athlete:
+            return convert.athlete_to_proto(await self._run(self._athletes.get, athlete_id))
+
+        return await self._cache.read(athlete_id, request.name, request, athlete_pb2.Athlete, load)
 
     async def UpdateAthlete(
         self, request: athlete_pb2.UpdateAthleteRequest, context: Context

@@ -22,6 +22,7 @@ from domain.activities import (
     Visibility,
 )
 from domain.training_load import HeartRatePoint, Load
+from storage.changes import touch
 from storage.models import ActivityRow, ActivitySampleRow
 from storage.repositories.keyset import after_position
 
@@ -91,6 +92,7 @@ class ActivityRepository:
         source_job_id: str | None = None,
         load: Load | None = None,
     ) -> Activity:
+        touch(self.session, athlete_id)
         now = dt.datetime.now(dt.UTC)
         m = measurements
         row = ActivityRow(
@@ -147,6 +149,7 @@ class ActivityRepository:
     def update_edit(self, current: Activity, edit: ActivityEdit) -> Activity | None:
         """Write `edit` over `current` (read with `lock=True` in this unit of work) and
         increment its revision; None when the row is gone or at another revision."""
+        touch(self.session, current.athlete_id)
         now = dt.datetime.now(dt.UTC)
         result = self.session.execute(
             update(ActivityRow)
@@ -167,8 +170,9 @@ class ActivityRepository:
             current, edit=edit, revision=current.revision + 1, update_time=now
         )
 
-    def set_training_load(self, activity_id: str, load: Load) -> None:
+    def set_training_load(self, athlete_id: str, activity_id: str, load: Load) -> None:
         """Store a derived value: neither the revision nor the update time changes."""
+        touch(self.session, athlete_id)
         self.session.execute(
             update(ActivityRow)
             .where(ActivityRow.id == activity_id)
@@ -189,6 +193,7 @@ class ActivityRepository:
 
     def delete(self, athlete_id: str, activity_id: str, revision: int | None = None) -> bool:
         """With `revision`, only that revision is deleted."""
+        touch(self.session, athlete_id)
         query = delete(ActivityRow).where(
             ActivityRow.id == activity_id, ActivityRow.athlete_id == athlete_id
         )
@@ -244,6 +249,7 @@ class ActivityRepository:
         """Insert the activity `source` knows as `external_id`, or overwrite the stored copy
         (a new revision); True when created. Concurrent writers of one external id (a sync
         and a webhook job) serialise on the row: the insert never fails on the unique key."""
+        touch(self.session, athlete_id)
         m = measurements
         now = dt.datetime.now(dt.UTC)
         values: dict[str, Any] = {
@@ -300,6 +306,7 @@ class ActivityRepository:
         self, athlete_id: str, source: Source, external_ids: Sequence[str] | None = None
     ) -> int:
         """Delete what came from `source` (only `external_ids` when given), samples too."""
+        touch(self.session, athlete_id)
         query = delete(ActivityRow).where(
             ActivityRow.athlete_id == athlete_id, ActivityRow.source == source.value
         )
@@ -353,7 +360,8 @@ class SampleRepository:
         self.session = session
 
     def replace(self, activity_id: str, samples: Sequence[Sample]) -> int:
-        """Store an activity's samples, replacing earlier ones (re-imports stay idempotent)."""
+        """Store an activity's samples, replacing earlier ones (re-imports stay idempotent).
+        The caller wrote the activity in the same unit of work (which touched its athlete)."""
         self.session.execute(
             delete(ActivitySampleRow).where(ActivitySampleRow.activity_id == activity_id)
         )

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from domain import derived
 from domain.athletes import Athlete, AthleteProfile, Sex
 from domain.connections import ConnectionState
+from storage.changes import touch
 from storage.models import AthleteRow, StravaConnectionRow
 from storage.repositories.keyset import after_position
 
@@ -58,6 +59,7 @@ class AthleteRepository:
         )
         self.session.add(row)
         self.session.flush()
+        touch(self.session, row.id)
         return _to_domain(row, None)
 
     def get(self, athlete_id: str, *, lock: bool = False, share: bool = False) -> Athlete | None:
@@ -94,6 +96,7 @@ class AthleteRepository:
     ) -> bool:
         """With `expected`, only if the version is still that (no profile change since);
         True when set."""
+        touch(self.session, athlete_id)
         query = update(AthleteRow).where(AthleteRow.id == athlete_id)
         if expected is not None:
             query = query.where(AthleteRow.derived_version == expected)
@@ -103,6 +106,7 @@ class AthleteRepository:
     def mark_derived_stale(self, athlete_id: str) -> None:
         """Derived values no longer reflect the profile: a new negative version each time,
         so a recompute that began before this change cannot mark them current."""
+        touch(self.session, athlete_id)
         current = AthleteRow.derived_version
         self.session.execute(
             update(AthleteRow)
@@ -124,6 +128,7 @@ class AthleteRepository:
     def update(self, current: Athlete, profile: AthleteProfile) -> Athlete | None:
         """Write `profile` over `current` (read with `lock=True` in this unit of work) and
         increment its revision; None when the row is gone."""
+        touch(self.session, current.id)
         now = dt.datetime.now(dt.UTC)
         result = self.session.execute(
             update(AthleteRow)
@@ -140,6 +145,7 @@ class AthleteRepository:
     def delete(self, athlete_id: str, revision: int | None = None) -> bool:
         """Activities, samples, tokens and jobs go with the athlete (ON DELETE CASCADE).
         With `revision`, only that revision is deleted."""
+        touch(self.session, athlete_id)
         query = delete(AthleteRow).where(AthleteRow.id == athlete_id)
         if revision is not None:
             query = query.where(AthleteRow.revision == revision)

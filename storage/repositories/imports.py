@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from domain.activities import Source
+from storage.changes import touch
 from storage.models import ActivityLinkRow, ActivityRow
 
 
@@ -75,6 +76,7 @@ class ImportRepository:
         ]
 
     def link(self, athlete_id: str, source: Source, external_id: str, activity_id: str) -> None:
+        touch(self.session, athlete_id)
         self.session.execute(
             insert(ActivityLinkRow).values(
                 athlete_id=athlete_id,

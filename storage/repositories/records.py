@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from domain.best_efforts import BestEffort, Distance
+from storage.changes import touch
 from storage.models import BestEffortRow
 
 
@@ -41,6 +42,7 @@ class BestEffortRepository:
         efforts: Mapping[Distance, BestEffort],
     ) -> None:
         """The activity's best efforts become `efforts` (none: it has none)."""
+        touch(self.session, athlete_id)
         self.session.execute(delete(BestEffortRow).where(BestEffortRow.activity_id == activity_id))
         rows = [
             {

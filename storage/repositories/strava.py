@@ -8,6 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from domain.connections import ConnectionState, StravaConnection
+from storage.changes import touch
 from storage.models import StravaConnectionRow
 
 
@@ -48,6 +49,7 @@ class StravaConnectionRepository:
 
     def save(self, connection: StravaConnection) -> None:
         """Insert or replace the athlete's connection."""
+        touch(self.session, connection.athlete_id)
         row = self.session.get(StravaConnectionRow, connection.athlete_id)
         if row is None:
             row = StravaConnectionRow(athlete_id=connection.athlete_id)
@@ -65,6 +67,7 @@ class StravaConnectionRepository:
         self.session.flush()
 
     def delete(self, athlete_id: str) -> bool:
+        touch(self.session, athlete_id)
         result = self.session.execute(
             delete(StravaConnectionRow).where(StravaConnectionRow.athlete_id == athlete_id)
         )

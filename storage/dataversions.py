@@ -1,0 +1,218 @@
+"""Per-athlete data versions: what cached reads are keyed by (server.cache).
+
+Every committed write to an athlete's data gives that athlete a new version (storage.
+changes announces the athletes; `bump` runs before the write's call returns), so a read
+that starts after a write never finds a copy made before it, in any process.
+
+Versions are random tokens, never counters: a version lost (Redis restarted, a key
+expired) comes back as a new random token, never as one an old copy was stored under.
+A version is the athlete's token plus the epoch, a token shared by every athlete that
+`renew(None)` (FlushCache) replaces.
+
+With Redis, versions live there and every process (servers, workers) sees the same ones.
+Lookups from concurrent calls are gathered into one round trip (one script per event
+loop turn). A bump that cannot reach Redis leaves the process unsure: its own lookups
+fail (the cache is bypassed) and a background thread retries until it has replaced the
+epoch, which makes every copy in every process unreachable. Until then another process
+may still answer from a copy made before that write: the only window in which a read
+can be stale, and it closes as soon as Redis answers the writer again.
+
+Without Redis, versions live in this process: right only when every writer is in it
+(one server process with its workers inside; runtime decides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Protocol
+
+import redis
+import structlog
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+EPOCH = "epoch"
+RETRY_SECONDS = 0.5
+
+# KEYS: the epoch's key, then athletes' keys. ARGV: the TTL in seconds, then a fresh token
+# per key (used only where the key is missing). Returns every key's token.
+_CURRENT = """
+local tokens = {}
+for i, key in ipairs(KEYS) do
+  local token = redis.call('GET', key)
+  if not token then
+    token = ARGV[i + 1]
+    redis.call('SET', key, token, 'EX', ARGV[1])
+  end
+  tokens[i] = token
+end
+return tokens
+"""
+
+
+class VersionsUnavailable(Exception):
+    """The current versions cannot be known now: answer from the database."""
+
+
+class DataVersions(Protocol):
+    def bump(self, athlete_ids: Iterable[str]) -> None:
+        """New versions for these athletes (after their data changed). Never raises."""
+
+    async def current(self, athlete_id: str) -> str:
+        """The athlete's version, or VersionsUnavailable."""
+
+    async def renew(self, athlete_id: str | None) -> None:
+        """A new version for one athlete, or a new epoch for all (None)."""
+
+
+def _token() -> str:
+    return os.urandom(8).hex()
+
+
+class LocalVersions:
+    """Versions in process memory (no Redis, every writer in this process)."""
+
+    def __init__(self) -> None:
+        self._epoch = _token()
+        self._tokens: dict[str, str] = {}
+        self._lock = threading.Lock()  # bumps come from database threads
+
+    def bump(self, athlete_ids: Iterable[str]) -> None:
+        with self._lock:
+            for athlete_id in athlete_ids:
+                self._tokens[athlete_id] = _token()
+
+    async def current(self, athlete_id: str) -> str:
+        token = self._tokens.get(athlete_id)
+        if token is None:
+            with self._lock:
+                token = self._tokens.setdefault(athlete_id, _token())
+        return f"{self._epoch}.{token}"
+
+    async def renew(self, athlete_id: str | None) -> None:
+        if athlete_id is None:
+            with self._lock:
+                self._epoch = _token()
+                self._tokens.clear()
+        else:
+            self.bump([athlete_id])
+
+
+class RedisVersions:
+    """Versions in Redis, shared by every process. `bump` is synchronous (it runs after a
+    commit, on the thread that committed); lookups need `use_async(client)` first."""
+
+    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: float) -> None:
+        self._client = client
+        self._prefix = f"{prefix}dv:"
+        # Versions outlive the copies keyed by them; one that expires anyway is only a miss.
+        self._ttl = max(1, int(ttl_seconds * 2))
+        self._async: AsyncRedis | None = None
+        self._script: object = None
+        self._pending: dict[str, list[asyncio.Future[str]]] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._unsure = threading.Event()  # a bump did not reach Redis
+        self._retrying = threading.Lock()
+
+    def use_async(self, client: AsyncRedis) -> None:
+        self._async = client
+        self._script = client.register_script(_CURRENT)
+
+    def key(self, athlete_id: str | None) -> str:
+        return self._prefix + (EPOCH if athlete_id is None else f"a:{athlete_id}")
+
+    # Writes ----------------------------------------------------------------------------
+
+    def bump(self, athlete_ids: Iterable[str]) -> None:
+        keys = [self.key(athlete_id) for athlete_id in athlete_ids]
+        if not keys:
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key in keys:
+                pipe.set(key, _token(), ex=self._ttl)
+            pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("cache versions not bumped; retrying with a new epoch", error=str(exc))
+            self._become_unsure()
+
+    def _become_unsure(self) -> None:
+        self._unsure.set()
+        if self._retrying.acquire(blocking=False):
+            threading.Thread(target=self._retry, name="stride-cache-epoch", daemon=True).start()
+
+    def _retry(self) -> None:
+        try:
+            while self._unsure.is_set():
+                try:
+                    self._client.set(self.key(None), _token(), ex=self._ttl)
+                except (RedisError, OSError):
+                    time.sleep(RETRY_SECONDS)
+                    continue
+                self._unsure.clear()
+                log.info("cache epoch renewed after Redis came back")
+        finally:
+            self._retrying.release()
+
+    async def renew(self, athlete_id: str | None) -> None:
+        if self._async is None:
+            raise VersionsUnavailable("no asyncio Redis client")
+        try:
+            await self._async.set(self.key(athlete_id), _token(), ex=self._ttl)
+        except (RedisError, OSError) as exc:
+            raise VersionsUnavailable(str(exc)) from exc
+
+    # Reads -----------------------------------------------------------------------------
+
+    async def current(self, athlete_id: str) -> str:
+        if self._unsure.is_set() or self._script is None:
+            raise VersionsUnavailable("versions unsure until Redis answers again")
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[str] = loop.create_future()
+        waiters = self._pending.get(athlete_id)
+        if waiters is None:
+            if not self._pending:
+                # The first lookup of this loop turn: send them all once the turn is done.
+                loop.call_soon(self._send)
+            self._pending[athlete_id] = [waiter]
+        else:
+            waiters.append(waiter)
+        return await waiter
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, {}
+        task = asyncio.get_running_loop().create_task(self._lookup(batch))
+        self._flushing.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._flushing.discard)
+
+    async def _lookup(self, batch: dict[str, list[asyncio.Future[str]]]) -> None:
+        athletes = list(batch)
+        keys = [self.key(None), *(self.key(athlete_id) for athlete_id in athletes)]
+        try:
+            assert callable(self._script)
+            tokens = await self._script(keys=keys, args=[self._ttl, *(_token() for _ in keys)])
+        except (RedisError, OSError, asyncio.CancelledError) as exc:
+            error = VersionsUnavailable(str(exc) or type(exc).__name__)
+            for waiters in batch.values():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(error)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        epoch = _text(tokens[0])
+        for athlete_id, token in zip(athletes, tokens[1:], strict=True):
+            version = f"{epoch}.{_text(token)}"
+            for waiter in batch[athlete_id]:
+                if not waiter.done():  # its call may have been cancelled meanwhile
+                    waiter.set_result(version)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
