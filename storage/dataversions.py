@@ -10,12 +10,13 @@ A version is the athlete's token plus the epoch, a token shared by every athlete
 `renew(None)` (FlushCache) replaces.
 
 With Redis, versions live there and every process (servers, workers) sees the same ones.
-Lookups from concurrent calls are gathered into one round trip (one script per event
-loop turn). A bump that cannot reach Redis leaves the process unsure: its own lookups
-fail (the cache is bypassed) and a background thread retries until it has replaced the
-epoch, which makes every copy in every process unreachable. Until then another process
-may still answer from a copy made before that write: the only window in which a read
-can be stale, and it closes as soon as Redis answers the writer again.
+Lookups from concurrent calls share round trips: one is on its way at a time, and the
+calls that arrive meanwhile go together in the next. A bump that cannot reach Redis
+leaves the process unsure: its own lookups fail (the cache is bypassed) and a background
+thread retries until it has replaced the epoch, which makes every copy in every process
+unreachable. Until then another process may still answer from a copy made before that
+write: the only window in which a read can be stale, and it closes as soon as Redis
+answers the writer again.
 
 Without Redis, versions live in this process: right only when every writer is in it
 (one server process with its workers inside; runtime decides).
@@ -116,7 +117,7 @@ class RedisVersions:
         self._async: AsyncRedis | None = None
         self._script: object = None
         self._pending: dict[str, list[asyncio.Future[str]]] = {}
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._in_flight: asyncio.Task[None] | None = None  # also keeps the task referenced
         self._unsure = threading.Event()  # a bump did not reach Redis
         self._retrying = threading.Lock()
 
@@ -173,23 +174,25 @@ class RedisVersions:
     async def current(self, athlete_id: str) -> str:
         if self._unsure.is_set() or self._script is None:
             raise VersionsUnavailable("versions unsure until Redis answers again")
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[str] = loop.create_future()
-        waiters = self._pending.get(athlete_id)
-        if waiters is None:
-            if not self._pending:
-                # The first lookup of this loop turn: send them all once the turn is done.
-                loop.call_soon(self._send)
-            self._pending[athlete_id] = [waiter]
-        else:
-            waiters.append(waiter)
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(athlete_id, []).append(waiter)
+        if self._in_flight is None:
+            self._send()
         return await waiter
 
     def _send(self) -> None:
+        """One lookup at a time: the calls that arrive while it is on its way go together
+        in the next, sent as soon as it returns. Under load a round trip serves many
+        calls; a lone call never waits for company."""
         batch, self._pending = self._pending, {}
         task = asyncio.get_running_loop().create_task(self._lookup(batch))
-        self._flushing.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._flushing.discard)
+        self._in_flight = task
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight = None
+        if self._pending:
+            self._send()
 
     async def _lookup(self, batch: dict[str, list[asyncio.Future[str]]]) -> None:
         athletes = list(batch)
