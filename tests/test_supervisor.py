@@ -279,6 +279,9 @@ def test_processes_share_redis_and_one_port(
 
 STREAMS = 16
 SAMPLES = 3000
+# A connection whose receive window stays at 64 KiB (no growing it to the measured bandwidth):
+# a stream of SAMPLES is more than that, so the server cannot finish it before it is read.
+SLOW_READER = [*OWN_CONNECTION, ("grpc.http2.bdp_probe", 0)]
 
 
 def test_sigterm_lets_in_flight_calls_of_every_process_finish(
@@ -305,7 +308,7 @@ def test_sigterm_lets_in_flight_calls_of_every_process_finish(
     with contextlib.ExitStack() as stack:
         streams = []
         for _ in range(STREAMS):  # one connection each: spread over both processes
-            channel = stack.enter_context(grpc.insecure_channel(address, options=OWN_CONNECTION))
+            channel = stack.enter_context(grpc.insecure_channel(address, options=SLOW_READER))
             stub = activity_pb2_grpc.ActivityServiceStub(channel)
             chunks = iter(
                 cast(
