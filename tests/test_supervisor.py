@@ -24,10 +24,11 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
-from stride.v1 import activity_pb2, activity_pb2_grpc
+from stride.v1 import activity_pb2, activity_pb2_grpc, athlete_pb2, athlete_pb2_grpc, common_pb2
 
 from domain.names import activity_name
 from server.supervisor import PortReservation, RestartPolicy
@@ -272,6 +273,70 @@ def test_processes_share_redis_and_one_port(
     assert running.stop(signal.SIGINT) == 0
     assert {e["signal"] for e in running.events("shutting down") if "signal" in e} == {"SIGINT"}
     assert not any(_alive(pid) for pid in started["pids"])
+
+
+def test_a_write_through_one_process_is_read_at_once_through_the_other(
+    tmp_path: Path, supervised: list[Supervised], shared_redis: SharedRedis
+) -> None:
+    """Both processes hold the activity in their in-process cache; a write through either
+    is what every connection reads next, whichever process serves it."""
+    running = Supervised(
+        tmp_path,
+        STRIDE_REDIS_URL=shared_redis.url,
+        STRIDE_REDIS_KEY_PREFIX=shared_redis.prefix,
+    )
+    supervised.append(running)
+    started = running.started()
+    address = f"127.0.0.1:{started['port']}"
+    with contextlib.ExitStack() as stack:
+        stubs = [
+            activity_pb2_grpc.ActivityServiceStub(
+                stack.enter_context(grpc.insecure_channel(address, options=OWN_CONNECTION))
+            )
+            for _ in range(12)  # one connection each: spread over both processes
+        ]
+        athlete = athlete_pb2_grpc.AthleteServiceStub(
+            stack.enter_context(grpc.insecure_channel(address))
+        ).CreateAthlete(
+            athlete_pb2.CreateAthleteRequest(
+                athlete=athlete_pb2.Athlete(display_name="Ada", time_zone="UTC")
+            ),
+            metadata=ADMIN,
+        )
+        new = activity_pb2.Activity(
+            title="Title 0",
+            sport_type=common_pb2.SPORT_TYPE_RUN,
+            elapsed_time=duration_pb2.Duration(seconds=600),
+        )
+        new.start_time.FromJsonString("2025-05-01T07:00:00Z")
+        name = (
+            stubs[0]
+            .CreateActivity(
+                activity_pb2.CreateActivityRequest(parent=athlete.name, activity=new),
+                metadata=ADMIN,
+            )
+            .name
+        )
+        get = activity_pb2.GetActivityRequest(name=name)
+        for round_ in range(1, 6):
+            for stub in stubs:  # warm: every process caches the current title
+                stub.GetActivity(get, metadata=ADMIN)
+                stub.GetActivity(get, metadata=ADMIN)
+            writer = stubs[round_ % len(stubs)]
+            writer.UpdateActivity(
+                activity_pb2.UpdateActivityRequest(
+                    activity=activity_pb2.Activity(name=name, title=f"Title {round_}"),
+                    update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+                ),
+                metadata=ADMIN,
+            )
+            titles = {stub.GetActivity(get, metadata=ADMIN).title for stub in stubs}
+            assert titles == {f"Title {round_}"}
+        # Both processes answered from their own cache along the way.
+        hits = _per_process(running.metrics_dir(), "counter", "stride_cache_requests_total")
+        assert sorted(hits) == sorted(started["pids"])
+        assert all(count > 0 for count in hits.values()), hits
+    assert running.stop() == 0
 
 
 # --- stopping -----------------------------------------------------------------------------
