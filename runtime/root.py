@@ -38,7 +38,7 @@ from services.records import PersonalRecordService
 from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
-from storage.dataversions import DataVersions, LocalVersions, RedisVersions
+from storage.dataversions import DataVersions, RedisVersions
 from storage.staging import Staging
 from tasks.declare import TaskRef
 from tasks.jobs import JOB_TASKS, enqueue_job
@@ -271,13 +271,11 @@ def open_runtime(
 
 def build_versions(settings: Settings, client: redis.Redis | None) -> DataVersions | None:
     """With Redis, always: every process that writes bumps the versions other processes'
-    caches read, whether or not it caches itself. Without Redis, only when every writer is
-    this one process (one server process with its workers inside) and it caches."""
-    if client is not None:
-        return RedisVersions(client, settings.redis_key_prefix, settings.cache_ttl_seconds)
-    if settings.cache_enabled and settings.process_count == 1 and runs_inprocess_workers(settings):
-        return LocalVersions()
-    return None
+    caches read, whether or not it caches itself. Without Redis there is no cache (a
+    `stride-worker` beside the server would write unseen)."""
+    if client is None:
+        return None
+    return RedisVersions(client, settings.redis_key_prefix, settings.cache_ttl_seconds)
 
 
 def build_database(settings: Settings) -> Database:

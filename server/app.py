@@ -4,8 +4,11 @@ resources that the composition root (`runtime`) builds from settings."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 
 import grpc
 import structlog
@@ -32,10 +35,11 @@ from stride.v1 import (
 
 from core.metrics_endpoint import MetricsEndpoint
 from core.settings import ADMIN_TOKEN_FILE, Settings
+from domain import derived
 from runtime import Runtime, check_queue_consumed, open_runtime
 from server import listen, reflection
 from server.blocking import BlockingRunner
-from server.cache import Cache, ReadCache, Uncached
+from server.cache import Cache, ReadCache, Uncached, fingerprint
 from server.clientaddress import TrustedProxies
 from server.health import HealthMonitor
 from server.interceptors.admission import ConcurrencyLimitInterceptor
@@ -68,6 +72,7 @@ from storage.dataversions import RedisVersions
 from tasks.consumer import InProcessWorkers, quiet_huey_logging
 
 log = structlog.get_logger(__name__)
+MIGRATIONS = Path(migrate.__file__).parent / "migrations" / "versions"
 
 SERVICE_NAMES = tuple(
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -273,17 +278,40 @@ async def _start(
 
 def _read_cache(settings: Settings, runtime: Runtime, redis: Redis | None) -> Cache:
     versions = runtime.versions
-    if not settings.cache_enabled or versions is None:
+    if not isinstance(versions, RedisVersions) or redis is None:
         return Uncached()
-    if isinstance(versions, RedisVersions):
-        assert redis is not None
-        versions.use_async(redis)
+    versions.use_async(redis)
     return ReadCache(
         versions,
         redis,
         key_prefix=settings.redis_key_prefix,
+        fingerprint=_response_fingerprint(settings),
         ttl_seconds=settings.cache_ttl_seconds,
         local_entries=settings.cache_local_entries,
+        enabled=settings.cache_enabled,
+    )
+
+
+def _response_fingerprint(settings: Settings) -> str:
+    """What shapes a cached response besides the data: the release, the contract, the
+    schema, the derived-value algorithms, paging settings and the page-token key."""
+    try:
+        release = metadata.version("stride")
+    except metadata.PackageNotFoundError:
+        release = "unknown"
+    schema = sorted(path.name for path in MIGRATIONS.glob("*.py"))
+    contract = hashlib.blake2b(
+        activity_pb2.DESCRIPTOR.serialized_pb + athlete_pb2.DESCRIPTOR.serialized_pb
+    ).hexdigest()
+    page_key = hashlib.blake2b(settings.signing_key, digest_size=8).hexdigest()
+    return fingerprint(
+        release,
+        contract,
+        schema,
+        derived.VERSION,
+        settings.default_page_size,
+        settings.max_page_size,
+        page_key,
     )
 
 

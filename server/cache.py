@@ -9,7 +9,11 @@ every process, and in a small in-process layer that saves the Redis round trip a
 decoding; both forget old versions by themselves (LRU, TTL).
 
 Only successful responses are kept, after authorization (the interceptors ran first).
-Redis unreachable means answering from the database, never an error.
+Redis unreachable means answering from the database, never an error. A copy is made from
+the primary (a lagging replica's answer stored under the new version would outlive the
+lag), and keys carry a fingerprint of what shaped the answer besides the data (the code's
+version, the schema, paging settings, the signing key), so copies from before a deploy
+are never served after it. The request's unknown fields do not make keys of their own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import TypeVar
 
 import structlog
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
@@ -35,34 +40,48 @@ _HIT_LOCAL = metrics.CACHE_REQUESTS.labels("hit_local")
 _HIT_REDIS = metrics.CACHE_REQUESTS.labels("hit_redis")
 _MISS = metrics.CACHE_REQUESTS.labels("miss")
 _BYPASS = metrics.CACHE_REQUESTS.labels("bypass")
+# Responses larger than this are not kept; the in-process layer holds at most LOCAL_BYTES.
+MAX_COPY_BYTES = 2**20
+LOCAL_BYTES = 64 * 2**20
 
 
 class LocalCopies:
-    """The in-process layer: the most recently used responses, as messages."""
+    """The in-process layer: the most recently used responses, as messages, at most
+    `capacity` of them and `max_bytes` of them together."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int = LOCAL_BYTES) -> None:
         self._capacity = capacity
-        self._items: OrderedDict[str, Message] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._items: OrderedDict[str, tuple[Message, int]] = OrderedDict()
 
     def get(self, key: str) -> Message | None:
         found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def put(self, key: str, message: Message) -> None:
-        if self._capacity <= 0:
-            return
-        self._items[key] = message
+        if found is None:
+            return None
         self._items.move_to_end(key)
-        while len(self._items) > self._capacity:
-            self._items.popitem(last=False)
+        return found[0]
 
-    def drop(self, prefix: str) -> int:
-        doomed = [key for key in self._items if key.startswith(prefix)]
-        for key in doomed:
-            del self._items[key]
-        return len(doomed)
+    def put(self, key: str, message: Message, size: int) -> None:
+        if self._capacity <= 0 or size > self._max_bytes:
+            return
+        self.discard(key)
+        self._items[key] = (message, size)
+        self._bytes += size
+        while len(self._items) > self._capacity or self._bytes > self._max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._bytes -= dropped
+
+    def discard(self, key: str) -> None:
+        found = self._items.pop(key, None)
+        if found is not None:
+            self._bytes -= found[1]
+
+    def clear(self) -> int:
+        count = len(self._items)
+        self._items.clear()
+        self._bytes = 0
+        return count
 
 
 class ReadCache:
@@ -72,14 +91,25 @@ class ReadCache:
         redis: AsyncRedis | None,
         *,
         key_prefix: str,
+        fingerprint: str,
         ttl_seconds: float,
         local_entries: int,
+        enabled: bool = True,
     ) -> None:
+        """`enabled` False: reads go to the database, but FlushCache still reaches the
+        copies other processes keep (they share Redis)."""
         self._versions = versions
         self._redis = redis
-        self._prefix = f"{key_prefix}c:"
+        self._root = f"{key_prefix}c:"
+        self._prefix = f"{self._root}{fingerprint}:"
         self._ttl = max(1, int(ttl_seconds))
         self._local = LocalCopies(local_entries)
+        self._enabled = enabled
+
+    @property
+    def consistent(self) -> bool:
+        """Loads must read the primary: what they return is stored under a version."""
+        return self._enabled
 
     async def read(
         self,
@@ -91,6 +121,8 @@ class ReadCache:
     ) -> M:
         """`name`: the resource read (or listed under); `load` produces the response on a
         miss. Messages returned may be shared: callers must not modify them."""
+        if not self._enabled:
+            return await load()
         try:
             version = await self._versions.current(athlete_id)
         except VersionsUnavailable:
@@ -109,26 +141,28 @@ class ReadCache:
                 log.warning("unreadable cached response dropped", key=key)
             else:
                 _HIT_REDIS.inc()
-                self._local.put(key, message)
+                self._local.put(key, message, len(stored))
                 return message
         _MISS.inc()
         message = await load()
-        self._local.put(key, message)
-        await self._store(key, message)
+        data = message.SerializeToString()
+        if len(data) <= MAX_COPY_BYTES:
+            self._local.put(key, message, len(data))
+            await self._store(key, data)
         return message
 
-    async def flush(self, prefix: str, athlete_id: str | None) -> int:
-        """Make every copy under `prefix` unreachable: a new version for `athlete_id` (the
-        athlete the prefix is under) or, without one, a new epoch for everyone; copies in
-        Redis under the prefix are deleted too. Returns how many copies were deleted here
-        (Redis keys, or in-process copies without Redis)."""
-        await self._versions.renew(athlete_id)
-        dropped = self._local.drop(prefix)
+    async def flush(self, prefix: str) -> int:
+        """Make every copy unreachable in every process (a new epoch: FlushCache is rare,
+        and a prefix cut inside an id names no athlete to renew alone), and delete the
+        copies in Redis whose resource name starts with `prefix` (of any fingerprint).
+        Returns how many were deleted."""
+        await self._versions.renew(None)
+        self._local.clear()
         if self._redis is None:
-            return dropped
+            return 0
         deleted = 0
         batch: list[bytes] = []
-        pattern = self._prefix + _glob_escape(prefix) + "*"
+        pattern = f"{_glob_escape(self._root)}*:{_glob_escape(prefix)}*"
         async for key in self._redis.scan_iter(match=pattern, count=500):
             batch.append(key)
             if len(batch) >= 500:
@@ -147,16 +181,18 @@ class ReadCache:
             return None
         return value if isinstance(value, bytes) else None
 
-    async def _store(self, key: str, message: Message) -> None:
+    async def _store(self, key: str, data: bytes) -> None:
         if self._redis is None:
             return
         # Not stored: the next read is a miss again (nothing is wrong, only slower).
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.set(self._prefix + key, message.SerializeToString(), ex=self._ttl)
+            await self._redis.set(self._prefix + key, data, ex=self._ttl)
 
 
 class Uncached:
-    """Caching off (STRIDE_CACHE_ENABLED=false, or nothing could keep it right)."""
+    """No cache anywhere: no Redis (nothing could tell every process about every write)."""
+
+    consistent = False
 
     async def read(
         self,
@@ -168,7 +204,7 @@ class Uncached:
     ) -> M:
         return await load()
 
-    async def flush(self, prefix: str, athlete_id: str | None) -> int:
+    async def flush(self, prefix: str) -> int:
         return 0
 
 
@@ -176,10 +212,21 @@ Cache = ReadCache | Uncached
 
 
 def _key(name: str, version: str, request: Message) -> str:
-    """Starts with the resource name (FlushCache's prefixes); the request's bytes, hashed,
-    tell pages and filters apart."""
-    digest = hashlib.blake2b(request.SerializeToString(deterministic=True), digest_size=12)
+    """Starts with the resource name (FlushCache's prefixes); the request's known fields,
+    hashed, tell pages and filters apart."""
+    data = request.SerializeToString(deterministic=True)
+    if len(UnknownFieldSet(request)):
+        known = type(request)()
+        known.CopyFrom(request)
+        known.DiscardUnknownFields()
+        data = known.SerializeToString(deterministic=True)
+    digest = hashlib.blake2b(data, digest_size=12)
     return f"{name}|{version}|{type(request).__name__}|{digest.hexdigest()}"
+
+
+def fingerprint(*parts: object) -> str:
+    """A short digest of what shapes responses besides the data (see the module doc)."""
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=6).hexdigest()
 
 
 def _glob_escape(text: str) -> str:

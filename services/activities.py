@@ -141,8 +141,16 @@ class ActivityService:
                 raise _vanished_or_changed(exists, name)
 
     def list_page(
-        self, athlete_id: str, where: ActivityFilter, page_size: int, page_token: str
+        self,
+        athlete_id: str,
+        where: ActivityFilter,
+        page_size: int,
+        page_token: str,
+        *,
+        primary: bool = False,
     ) -> tuple[list[Activity], str]:
+        """`primary`: read the primary, not a replica (a page that is cached must not be
+        older than the writes before it)."""
         violations = Violations()
         size = self.paging.size(page_size, violations)
         if where.start_from and where.start_to and where.start_from >= where.start_to:
@@ -150,7 +158,7 @@ class ActivityService:
         violations.raise_if_any()
         query = f"activities|{athlete_id}|{where!r}"
         after = self.paging.time_key(page_token, query)
-        with self.db.read_only() as session:
+        with self.db.read_primary() if primary else self.db.read_only() as session:
             profile = require_athlete(session, athlete_id).profile
             rows = ActivityRepository(session).list(athlete_id, where, after, size + 1)
         token = self.paging.next_token(

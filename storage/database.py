@@ -142,7 +142,8 @@ class Database:
 
     def on_commit(self, listener: Callable[[set[str]], None]) -> None:
         """Call `listener(athlete ids)` after every unit of work that changed those athletes'
-        data commits (storage.changes), before `transaction()` returns."""
+        data ends (storage.changes), before `transaction()` returns: after its commit, and
+        after a failure too (which may hide a commit)."""
         self._commit_listeners.append(listener)
 
     @contextmanager
@@ -151,12 +152,16 @@ class Database:
         error. Rows it merges into must be read locked (`with_for_update`) on PostgreSQL; on
         SQLite the whole unit holds the write lock (BEGIN IMMEDIATE)."""
         with self._write_sessions() as session:
-            with session.begin():
-                yield session
-            athletes = changes.touched(session)
-        if athletes:
-            for listener in self._commit_listeners:
-                listener(athletes)
+            try:
+                with session.begin():
+                    yield session
+            finally:
+                # Also when the commit failed: it may have committed all the same (the
+                # connection lost after COMMIT); a needless new version costs a miss.
+                athletes = changes.touched(session)
+                if athletes:
+                    for listener in self._commit_listeners:
+                        listener(athletes)
 
     @contextmanager
     def read_primary(self) -> Iterator[Session]:

@@ -18,8 +18,8 @@ unreachable. Until then another process may still answer from a copy made before
 write: the only window in which a read can be stale, and it closes as soon as Redis
 answers the writer again.
 
-Without Redis, versions live in this process: right only when every writer is in it
-(one server process with its workers inside; runtime decides).
+There is no cache without Redis: nothing else tells every process that may write (a
+`stride-worker` beside the server included) about the others' writes.
 """
 
 from __future__ import annotations
@@ -76,35 +76,6 @@ def _token() -> str:
     return os.urandom(8).hex()
 
 
-class LocalVersions:
-    """Versions in process memory (no Redis, every writer in this process)."""
-
-    def __init__(self) -> None:
-        self._epoch = _token()
-        self._tokens: dict[str, str] = {}
-        self._lock = threading.Lock()  # bumps come from database threads
-
-    def bump(self, athlete_ids: Iterable[str]) -> None:
-        with self._lock:
-            for athlete_id in athlete_ids:
-                self._tokens[athlete_id] = _token()
-
-    async def current(self, athlete_id: str) -> str:
-        token = self._tokens.get(athlete_id)
-        if token is None:
-            with self._lock:
-                token = self._tokens.setdefault(athlete_id, _token())
-        return f"{self._epoch}.{token}"
-
-    async def renew(self, athlete_id: str | None) -> None:
-        if athlete_id is None:
-            with self._lock:
-                self._epoch = _token()
-                self._tokens.clear()
-        else:
-            self.bump([athlete_id])
-
-
 class RedisVersions:
     """Versions in Redis, shared by every process. `bump` is synchronous (it runs after a
     commit, on the thread that committed); lookups need `use_async(client)` first."""
@@ -119,7 +90,9 @@ class RedisVersions:
         self._pending: dict[str, list[asyncio.Future[str]]] = {}
         self._in_flight: asyncio.Task[None] | None = None  # also keeps the task referenced
         self._unsure = threading.Event()  # a bump did not reach Redis
-        self._retrying = threading.Lock()
+        self._lock = threading.Lock()
+        self._failures = 0  # bumps that did not reach Redis, ever
+        self._retrying = False
 
     def use_async(self, client: AsyncRedis) -> None:
         self._async = client
@@ -144,22 +117,30 @@ class RedisVersions:
             self._become_unsure()
 
     def _become_unsure(self) -> None:
-        self._unsure.set()
-        if self._retrying.acquire(blocking=False):
-            threading.Thread(target=self._retry, name="stride-cache-epoch", daemon=True).start()
+        with self._lock:
+            self._failures += 1
+            self._unsure.set()
+            if self._retrying:
+                return
+            self._retrying = True
+        threading.Thread(target=self._retry, name="stride-cache-epoch", daemon=True).start()
 
     def _retry(self) -> None:
-        try:
-            while self._unsure.is_set():
-                try:
-                    self._client.set(self.key(None), _token(), ex=self._ttl)
-                except (RedisError, OSError):
-                    time.sleep(RETRY_SECONDS)
-                    continue
-                self._unsure.clear()
-                log.info("cache epoch renewed after Redis came back")
-        finally:
-            self._retrying.release()
+        """Renew the epoch until a renewal succeeds with no bump failed meanwhile."""
+        while True:
+            with self._lock:
+                failures = self._failures
+            try:
+                self._client.set(self.key(None), _token(), ex=self._ttl)
+            except (RedisError, OSError):
+                time.sleep(RETRY_SECONDS)
+                continue
+            with self._lock:
+                if self._failures == failures:
+                    self._unsure.clear()
+                    self._retrying = False
+                    log.info("cache epoch renewed after Redis came back")
+                    return
 
     async def renew(self, athlete_id: str | None) -> None:
         if self._async is None:
@@ -200,12 +181,14 @@ class RedisVersions:
         try:
             assert callable(self._script)
             tokens = await self._script(keys=keys, args=[self._ttl, *(_token() for _ in keys)])
-        except (RedisError, OSError, asyncio.CancelledError) as exc:
+        except BaseException as exc:  # whatever it was, no waiter is left hanging
             error = VersionsUnavailable(str(exc) or type(exc).__name__)
             for waiters in batch.values():
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_exception(error)
+            if not isinstance(exc, (RedisError, OSError, asyncio.CancelledError)):
+                log.error("cache version lookup failed", exc_info=True)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return

@@ -263,7 +263,9 @@ def _wait_for_calls(calls: list[int], at_least: int) -> None:
     raise AssertionError(f"only {calls[0]} calls made")
 
 
-def test_flush_cache_forgets_one_athlete_or_everything(cached: ServerThread) -> None:
+def test_flush_cache_deletes_a_prefix_and_makes_every_copy_unreachable(
+    cached: ServerThread,
+) -> None:
     with channel_as(cached.address, ADMIN_TOKEN) as channel:
         admin = admin_pb2_grpc.AdminServiceStub(channel)
         first, activity = _new_activity(channel)
@@ -274,10 +276,11 @@ def test_flush_cache_forgets_one_athlete_or_everything(cached: ServerThread) -> 
         assert flushed.deleted_keys == 2  # the activity and the page
         misses = cache_count("miss")
         _titles(channel, first, activity)
-        assert cache_count("miss") - misses == 2
+        _titles(channel, second, other_activity)  # not deleted, but unreachable too
+        assert cache_count("miss") - misses == 4
 
         everything = admin.FlushCache(admin_pb2.FlushCacheRequest())
-        assert everything.deleted_keys == 4
+        assert everything.deleted_keys == 6  # the first's 2, and the second's 2 + 2
         misses = cache_count("miss")
         _titles(channel, first, activity)
         assert cache_count("miss") - misses == 2
@@ -340,18 +343,22 @@ def test_cancelled_reads_do_not_disturb_the_reads_sharing_their_lookup(
         assert _titles(channel, athlete, activity)[0] == "Morning run"
 
 
-def test_local_copies_keep_the_most_recently_used() -> None:
-    copies = LocalCopies(2)
+def test_local_copies_keep_the_most_recently_used_within_their_bytes() -> None:
+    copies = LocalCopies(2, max_bytes=100)
     one, two, three = (activity_pb2.Activity(title=t) for t in ("1", "2", "3"))
-    copies.put("a", one)
-    copies.put("b", two)
+    copies.put("a", one, 10)
+    copies.put("b", two, 10)
     assert copies.get("a") is one  # now the most recent
-    copies.put("c", three)
+    copies.put("c", three, 10)
     assert copies.get("b") is None
     assert copies.get("a") is one
     assert copies.get("c") is three
-    assert copies.drop("a") == 1
+    copies.put("big", two, 95)  # over the byte budget with the others: they go
     assert copies.get("a") is None
+    assert copies.get("big") is two
+    copies.put("huge", three, 101)  # larger than the whole budget: never kept
+    assert copies.get("huge") is None
+    assert copies.clear() == 1
 
 
 def test_keys_tell_pages_filters_and_versions_apart() -> None:
@@ -364,3 +371,24 @@ def test_keys_tell_pages_filters_and_versions_apart() -> None:
     }
     assert len(keys) == 3
     assert all(key.startswith("athletes/a/activities|") for key in keys)
+    # Unknown fields (a field number the contract does not have) make no key of their own:
+    # a client cannot fill the cache with copies of one page.
+    padded = activity_pb2.ListActivitiesRequest.FromString(
+        first.SerializeToString() + b"\xb8\x3e\x01"
+    )
+    assert _key("athletes/a/activities", "v1", padded) == _key("athletes/a/activities", "v1", first)
+
+
+def test_without_redis_nothing_is_cached(tmp_path: Path) -> None:
+    """Only Redis can tell every process that may write (a stride-worker beside the
+    server too) about each write: without it every read goes to the database."""
+    with (
+        ServerThread(make_settings(tmp_path / "data", None)) as server,
+        channel_as(server.address, ADMIN_TOKEN) as channel,
+    ):
+        athlete, activity = _new_activity(channel)
+        results = ("hit_local", "hit_redis", "miss", "bypass")
+        before = {result: cache_count(result) for result in results}
+        for _ in range(3):
+            assert _titles(channel, athlete, activity)[0] == "Morning run"
+        assert {result: cache_count(result) for result in results} == before

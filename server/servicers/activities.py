@@ -135,7 +135,11 @@ class ActivityServicer(activity_pb2_grpc.ActivityServiceServicer):
         def page() -> activity_pb2.ListActivitiesResponse:
             # Built on the database thread: a page of messages would hold the event loop.
             activities, token = self._activities.list_page(
-                athlete_id, where, request.page_size, request.page_token
+                athlete_id,
+                where,
+                request.page_size,
+                request.page_token,
+                primary=self._cache.consistent,
             )
             return activity_pb2.ListActivitiesResponse(
                 activities=[convert.activity_to_proto(a) for a in activities],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 import grpc
@@ -25,8 +24,6 @@ from storage.dataversions import VersionsUnavailable
 from tasks.strava import BudgetSnapshot, CircuitSnapshot, StravaClient
 
 Context = grpc.aio.ServicerContext[Any, Any]
-# `athletes/{id}` followed by the end or a slash: one athlete's copies.
-_ATHLETE_PREFIX = re.compile(r"athletes/([^/]+)(?:/|$)")
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -115,13 +112,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def FlushCache(
         self, request: admin_pb2.FlushCacheRequest, context: Context
     ) -> admin_pb2.FlushCacheResponse:
-        """Everything, or the copies under a resource name prefix (`athletes/{id}`: that
-        athlete's, in every process)."""
-        athlete = _ATHLETE_PREFIX.match(request.prefix)
+        """Every process's copies become unreachable; those under `prefix` (a resource
+        name prefix, such as `athletes/{id}`) are deleted from Redis."""
         try:
-            deleted = await self._cache.flush(
-                request.prefix, athlete.group(1) if athlete is not None else None
-            )
+            deleted = await self._cache.flush(request.prefix)
         except (VersionsUnavailable, RedisError, OSError) as exc:
             raise Unavailable(
                 f"the cache cannot be flushed while Redis is unreachable: {exc}",
