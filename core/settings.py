@@ -118,7 +118,10 @@ class Settings(BaseSettings):
     db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
     db_pool_pre_ping: bool = True
     db_connect_attempts: int = Field(default=8, ge=1)
-    db_executor_threads: int = Field(default=32, ge=1)
+    # Threads running database work for the server's calls. Few: every thread shares one
+    # GIL with the event loop, and 32 answered cold reads slower than 4 or 8 (docs/
+    # benchmarks.md, "Reads through h2load").
+    db_executor_threads: int = Field(default=8, ge=1)
     auto_migrate: bool | None = None
 
     # Queue and cache
