@@ -228,6 +228,8 @@ class Runtime:
         self.database.dispose()
 
     async def aclose(self) -> None:
+        if isinstance(self.versions, RedisVersions):
+            self.versions.close_async()
         if self._async_redis is not None:
             await self._async_redis.aclose()
             self._async_redis = None

@@ -69,6 +69,7 @@ from services.tokens import AccessTokenService
 from storage import migrate
 from storage.database import Database
 from storage.dataversions import RedisVersions
+from storage.redislink import RedisLink, Unsupported
 from tasks.consumer import InProcessWorkers, quiet_huey_logging
 
 log = structlog.get_logger(__name__)
@@ -278,9 +279,13 @@ async def _start(
 
 def _read_cache(settings: Settings, runtime: Runtime, redis: Redis | None) -> Cache:
     versions = runtime.versions
-    if not isinstance(versions, RedisVersions) or redis is None:
+    if not isinstance(versions, RedisVersions) or redis is None or settings.redis_url is None:
         return Uncached()
-    versions.use_async(redis)
+    try:
+        link = RedisLink(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)
+    except Unsupported:  # TLS: redis-py's client speaks it
+        link = None
+    versions.use_async(redis, link)
     return ReadCache(
         versions,
         redis,
