@@ -333,3 +333,16 @@ def real_fixture(relative: str) -> Path:
             pytest.fail(f"the real fixtures are required in CI: {path}")
         pytest.skip(f"the real fixtures are not at {REAL_FIXTURES}")
     return path
+
+
+def error_events(stderr: str) -> list[dict[str, Any]]:
+    """The JSON log lines at level error in a process's stderr."""
+    events = []
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("level") == "error":
+            events.append(event)
+    return events

@@ -24,6 +24,7 @@ from stride.v1 import (
     common_pb2,
 )
 
+from core.settings import Settings
 from domain import names
 from runtime import open_runtime
 from server.cache import LocalCopies, _key
@@ -82,16 +83,19 @@ def _titles(channel: grpc.Channel, athlete: str, activity: str) -> tuple[str, li
 
 
 @pytest.fixture
-def cached(
-    database_url: str | None, tmp_path: Path, shared_redis: SharedRedis
-) -> Iterator[ServerThread]:
-    settings = make_settings(
+def settings(database_url: str | None, tmp_path: Path, shared_redis: SharedRedis) -> Settings:
+    """A server on the test's database and its own slice of the shared Redis."""
+    return make_settings(
         tmp_path / "data",
         database_url,
         redis_url=shared_redis.url,
         redis_key_prefix=shared_redis.prefix,
         inprocess_workers=True,
     )
+
+
+@pytest.fixture
+def cached(settings: Settings) -> Iterator[ServerThread]:
     with ServerThread(settings) as server:
         yield server
 
@@ -132,17 +136,10 @@ def test_repeated_reads_come_from_the_cache_and_writes_are_seen_at_once(
 
 
 def test_a_write_through_one_process_is_read_at_once_through_another(
-    database_url: str | None, tmp_path: Path, shared_redis: SharedRedis
+    settings: Settings,
 ) -> None:
     """Two servers (and a worker-like runtime) on one database and one Redis, each with
     its own in-process layer: what one writes, the other reads next, never its old copy."""
-    settings = make_settings(
-        tmp_path / "data",
-        database_url,
-        redis_url=shared_redis.url,
-        redis_key_prefix=shared_redis.prefix,
-        inprocess_workers=True,
-    )
     with ExitStack() as stack:
         first = stack.enter_context(ServerThread(settings))
         second = stack.enter_context(ServerThread(settings))

@@ -3,7 +3,6 @@ and the field rules (time zones, request ids) that configuration-like input must
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -12,7 +11,6 @@ import uuid
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psycopg
@@ -29,6 +27,7 @@ from storage import migrate
 from tests.support import (
     PG_ADMIN_DSN,
     ROOT,
+    error_events,
     postgres_available,
     postgres_database,
     server_env,
@@ -76,18 +75,6 @@ def _run(
         pytest.fail(f"`python -m {module}` kept running instead of refusing to start")
 
 
-def _error_events(stderr: str) -> list[dict[str, Any]]:
-    events = []
-    for line in stderr.splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and event.get("level") == "error":
-            events.append(event)
-    return events
-
-
 @pytest.fixture
 def listener() -> Iterator[int]:
     """A plain socket listening on 127.0.0.1 (no SO_REUSEPORT), as another program would."""
@@ -126,7 +113,7 @@ def test_second_server_on_a_busy_port_is_refused(tmp_path: Path) -> None:
         )
         assert result.returncode == 1, result.stderr
         assert "Traceback" not in result.stderr
-        (error,) = _error_events(result.stderr)
+        (error,) = error_events(result.stderr)
         assert error["error"] == f"address 127.0.0.1:{port} is already in use"
         # The first server keeps its port and serves alone.
         assert first.poll() is None
@@ -143,7 +130,7 @@ def test_port_held_by_another_program_is_refused_by_name(tmp_path: Path, listene
     result = _run("server", server_env(tmp_path, STRIDE_LISTEN_ADDRESS=f"127.0.0.1:{listener}"))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    (error,) = _error_events(result.stderr)
+    (error,) = error_events(result.stderr)
     assert error["error"] == f"address 127.0.0.1:{listener} is already in use"
 
 
@@ -169,7 +156,7 @@ def test_busy_metrics_port_is_named_without_a_traceback(tmp_path: Path, listener
     result = _run("server", server_env(tmp_path, STRIDE_METRICS_ADDRESS=f"127.0.0.1:{listener}"))
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    (error,) = _error_events(result.stderr)
+    (error,) = error_events(result.stderr)
     assert error["error"] == f"metrics: address 127.0.0.1:{listener} is already in use"
     # Refused before serving: no worker or health probe ever started.
     assert "Huey consumer started" not in result.stderr

@@ -38,6 +38,7 @@ from tests.support import (
     ADMIN_TOKEN,
     ROOT,
     SharedRedis,
+    error_events,
     seed_activity_with_samples,
     server_env,
 )
@@ -447,18 +448,6 @@ def _run(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _errors(stderr: str) -> list[dict[str, Any]]:
-    events = []
-    for line in stderr.splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and event.get("level") == "error":
-            events.append(event)
-    return events
-
-
 def test_a_busy_port_is_refused_by_name(tmp_path: Path) -> None:
     with socket.socket() as other_program:
         other_program.bind(("127.0.0.1", 0))
@@ -467,7 +456,7 @@ def test_a_busy_port_is_refused_by_name(tmp_path: Path) -> None:
         result = _run(tmp_path, STRIDE_LISTEN_ADDRESS=f"127.0.0.1:{port}")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    (error,) = _errors(result.stderr)
+    (error,) = error_events(result.stderr)
     assert error["event"] == "cannot start"
     assert error["error"] == f"address 127.0.0.1:{port} is already in use"
     assert "server started" not in result.stderr  # no child was started
@@ -482,7 +471,7 @@ def test_a_process_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> Non
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    errors = _errors(result.stderr)
+    errors = error_events(result.stderr)
     # Each child says why; the supervisor says it gave up.
     assert any("cannot reach the database" in e.get("error", "") for e in errors), errors
     failed = [e for e in errors if e["event"] == "a server process failed to start; stopping"]
