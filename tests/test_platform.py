@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from stride.v1 import admin_pb2, admin_pb2_grpc
 
 from server.app import SERVICE_NAMES
-from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings, reason
+from tests.support import ADMIN_TOKEN, ServerThread, channel_as, make_settings
 
 STRIDE_SERVICES = {
     "stride.v1.AthleteService",
@@ -138,14 +138,13 @@ def test_grpcurl_calls_a_method_and_sees_rich_errors(embedded: ServerThread) -> 
     assert "athlete.time_zone" in rejected.stdout + rejected.stderr
 
 
-def test_methods_not_built_yet_answer_unimplemented(embedded: ServerThread) -> None:
+def test_flush_cache_on_the_embedded_default_has_nothing_to_flush(
+    embedded: ServerThread,
+) -> None:
+    """No Redis: nothing is cached (server.cache), so a flush deletes nothing."""
     with channel_as(embedded.address, ADMIN_TOKEN) as channel:
         stub = admin_pb2_grpc.AdminServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.FlushCache(admin_pb2.FlushCacheRequest())
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "FlushCache is not implemented yet" in (caught.value.details() or "")
-    assert reason(caught.value) == "NOT_IMPLEMENTED"
+        assert stub.FlushCache(admin_pb2.FlushCacheRequest()).deleted_keys == 0
 
 
 def test_embedded_default_keeps_its_files_in_the_data_directory(embedded: ServerThread) -> None:
