@@ -38,7 +38,7 @@ from services.records import PersonalRecordService
 from services.strava import StravaService
 from services.tokens import AccessTokenService
 from storage.database import Database, PoolOptions
-from storage.dataversions import DataVersions, RedisVersions
+from storage.dataversions import RedisVersions
 from storage.staging import Staging
 from tasks.declare import TaskRef
 from tasks.jobs import JOB_TASKS, enqueue_job
@@ -60,7 +60,7 @@ class Runtime:
     huey: StrideHuey
     # The read cache's per-athlete data versions, bumped by every write this process
     # commits (None: nothing here can be cached, see `build_versions`).
-    versions: DataVersions | None = None
+    versions: RedisVersions | None = None
     _async_redis: AsyncRedis | None = field(default=None, repr=False)
 
     @cached_property
@@ -228,7 +228,7 @@ class Runtime:
         self.database.dispose()
 
     async def aclose(self) -> None:
-        if isinstance(self.versions, RedisVersions):
+        if self.versions is not None:
             self.versions.close_async()
         if self._async_redis is not None:
             await self._async_redis.aclose()
@@ -271,7 +271,7 @@ def open_runtime(
     return runtime
 
 
-def build_versions(settings: Settings, client: redis.Redis | None) -> DataVersions | None:
+def build_versions(settings: Settings, client: redis.Redis | None) -> RedisVersions | None:
     """With Redis, always: every process that writes bumps the versions other processes'
     caches read, whether or not it caches itself. Without Redis there is no cache (a
     `stride-worker` beside the server would write unseen)."""

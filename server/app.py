@@ -68,7 +68,6 @@ from server.servicers.sync import SyncServicer
 from services.tokens import AccessTokenService
 from storage import migrate
 from storage.database import Database
-from storage.dataversions import RedisVersions
 from storage.redislink import RedisLink, Unsupported
 from tasks.consumer import InProcessWorkers, quiet_huey_logging
 
@@ -279,7 +278,7 @@ async def _start(
 
 def _read_cache(settings: Settings, runtime: Runtime, redis: Redis | None) -> Cache:
     versions = runtime.versions
-    if not isinstance(versions, RedisVersions) or redis is None or settings.redis_url is None:
+    if versions is None or redis is None or settings.redis_url is None:
         return Uncached()
     try:
         link = RedisLink(settings.redis_url.get_secret_value(), settings.redis_timeout_seconds)

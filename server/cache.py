@@ -31,7 +31,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from core import metrics
-from storage.dataversions import DataVersions, VersionsUnavailable
+from storage.dataversions import RedisVersions, VersionsUnavailable
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=Message)
@@ -87,7 +87,7 @@ class LocalCopies:
 class ReadCache:
     def __init__(
         self,
-        versions: DataVersions,
+        versions: RedisVersions,
         redis: AsyncRedis | None,
         *,
         key_prefix: str,
@@ -156,7 +156,7 @@ class ReadCache:
         and a prefix cut inside an id names no athlete to renew alone), and delete the
         copies in Redis whose resource name starts with `prefix` (of any fingerprint).
         Returns how many were deleted."""
-        await self._versions.renew(None)
+        await self._versions.renew_epoch()
         self._local.clear()
         if self._redis is None:
             return 0

@@ -7,7 +7,7 @@ that starts after a write never finds a copy made before it, in any process.
 Versions are random tokens, never counters: a version lost (Redis restarted, a key
 expired) comes back as a new random token, never as one an old copy was stored under.
 A version is the athlete's token plus the epoch, a token shared by every athlete that
-`renew(None)` (FlushCache) replaces.
+`renew_epoch` (FlushCache) replaces.
 
 With Redis, versions live there and every process (servers, workers) sees the same ones.
 Lookups from concurrent calls share round trips: one is on its way at a time, and the
@@ -29,7 +29,6 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from typing import Protocol
 
 import redis
 import structlog
@@ -61,17 +60,6 @@ return tokens
 
 class VersionsUnavailable(Exception):
     """The current versions cannot be known now: answer from the database."""
-
-
-class DataVersions(Protocol):
-    def bump(self, athlete_ids: Iterable[str]) -> None:
-        """New versions for these athletes (after their data changed). Never raises."""
-
-    async def current(self, athlete_id: str) -> str:
-        """The athlete's version, or VersionsUnavailable."""
-
-    async def renew(self, athlete_id: str | None) -> None:
-        """A new version for one athlete, or a new epoch for all (None)."""
 
 
 def _token() -> str:
@@ -152,11 +140,12 @@ class RedisVersions:
                     log.info("cache epoch renewed after Redis came back")
                     return
 
-    async def renew(self, athlete_id: str | None) -> None:
+    async def renew_epoch(self) -> None:
+        """Every athlete's version at once (FlushCache)."""
         if self._async is None:
             raise VersionsUnavailable("no asyncio Redis client")
         try:
-            await self._async.set(self.key(athlete_id), _token(), ex=self._ttl)
+            await self._async.set(self.key(None), _token(), ex=self._ttl)
         except (RedisError, OSError) as exc:
             raise VersionsUnavailable(str(exc)) from exc
 
