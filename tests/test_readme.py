@@ -366,6 +366,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             STRIDE_TOKEN_ENCRYPTION_KEY="dev-only",
             STRIDE_STRAVA_API_URL=sim.api_url,
             STRIDE_STRAVA_OAUTH_URL=f"{sim.base_url}/oauth",
+            # The walkthrough runs at machine speed, far faster than anyone types: with the
+            # default budgets (the admin token 20 calls/s, burst 100; one address 50/s,
+            # burst 200) its calls could run them dry before the upload (which costs 20)
+            # and fail by timing alone.
+            STRIDE_RATE_LIMIT_PRINCIPAL_PER_SECOND="1000",
+            STRIDE_RATE_LIMIT_PRINCIPAL_BURST="5000",
+            STRIDE_RATE_LIMIT_IP_PER_SECOND="1000",
+            STRIDE_RATE_LIMIT_IP_BURST="5000",
         )
         server = subprocess.Popen(
             [sys.executable, "-m", "server"], cwd=work, env=server_env,
