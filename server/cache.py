@@ -88,7 +88,7 @@ class ReadCache:
     def __init__(
         self,
         versions: RedisVersions,
-        redis: AsyncRedis | None,
+        redis: AsyncRedis,
         *,
         key_prefix: str,
         fingerprint: str,
@@ -158,8 +158,6 @@ class ReadCache:
         Returns how many were deleted."""
         await self._versions.renew_epoch()
         self._local.clear()
-        if self._redis is None:
-            return 0
         deleted = 0
         batch: list[bytes] = []
         pattern = f"{_glob_escape(self._root)}*:{_glob_escape(prefix)}*"
@@ -173,8 +171,6 @@ class ReadCache:
         return deleted
 
     async def _fetch(self, key: str) -> bytes | None:
-        if self._redis is None:
-            return None
         try:
             value = await self._redis.get(self._prefix + key)
         except (RedisError, OSError):
@@ -182,8 +178,6 @@ class ReadCache:
         return value if isinstance(value, bytes) else None
 
     async def _store(self, key: str, data: bytes) -> None:
-        if self._redis is None:
-            return
         # Not stored: the next read is a miss again (nothing is wrong, only slower).
         with contextlib.suppress(RedisError, OSError):
             await self._redis.set(self._prefix + key, data, ex=self._ttl)
