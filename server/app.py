@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -319,13 +320,22 @@ def _response_fingerprint(settings: Settings) -> str:
     )
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start(settings)
+async def serve(
+    settings: Settings,
+    *,
+    run_workers: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully. The handlers are in place
+    before startup, so a stop requested while starting is honoured once started.
+    `on_ready` runs once the server serves (a supervised process tells its parent)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    running = await start(settings, run_workers=run_workers)
+    if on_ready is not None:
+        on_ready()
     await stopping.wait()
     log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
     await running.stop(settings.shutdown_grace_seconds)

@@ -51,7 +51,7 @@ from core.metrics_endpoint import MetricsEndpoint
 from core.settings import Settings
 from runtime import build_database
 from server import listen
-from server.app import start
+from server.app import serve
 from storage import migrate
 
 log = structlog.get_logger(__name__)
@@ -111,26 +111,14 @@ def run_child(settings: Settings, role: ChildRole) -> None:
     # Tell the processes' lines apart (the access log, errors) in the shared output.
     structlog.contextvars.bind_contextvars(process=role.index, pid=os.getpid())
     try:
-        asyncio.run(_serve_child(settings, role))
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(role.ready_fd)
-
-
-async def _serve_child(settings: Settings, role: ChildRole) -> None:
-    # Handlers before startup: a stop requested while starting is honoured once started.
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    running = await start(settings, run_workers=role.runs_workers)
-    try:
-        os.write(role.ready_fd, READY)
+        asyncio.run(serve(settings, run_workers=role.runs_workers, on_ready=lambda: _ready(role)))
     finally:
         os.close(role.ready_fd)
-    await stopping.wait()
-    log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
-    await running.stop(settings.shutdown_grace_seconds)
+
+
+def _ready(role: ChildRole) -> None:
+    """Tell the parent this process serves (the pipe is closed once, when it exits)."""
+    os.write(role.ready_fd, READY)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
